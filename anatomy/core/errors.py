@@ -1,0 +1,48 @@
+"""Typed errors raised by the toolkit.
+
+Every error subclasses the built-in exception a user would expect to catch, so
+``except ValueError`` keeps working, and carries a message that names the argument,
+what was expected, what came, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class AnatomyError(Exception):
+    """Base class of every error raised on purpose by ``anatomy``."""
+
+
+class ShapeError(AnatomyError, ValueError):
+    """A tensor or array has the wrong number of dimensions or the wrong sizes."""
+
+
+class ParameterError(AnatomyError, ValueError):
+    """A parameter has a bad value: NaN/Inf, out of range, empty batch, unknown option."""
+
+
+class DeviceError(AnatomyError, RuntimeError):
+    """Tensors that must live together are on different devices."""
+
+
+class DtypeError(AnatomyError, TypeError):
+    """A tensor has a dtype the operation does not accept or that mismatches the model."""
+
+
+class ModelFileError(AnatomyError, ValueError):
+    """A model file is missing, truncated, inconsistent or unsafe."""
+
+
+class UnsafePickleError(ModelFileError):
+    """A pickle asked to build or call something the restricted unpickler does not allow."""
+
+
+class OptionalDependencyError(AnatomyError, ImportError):
+    """An optional dependency is not installed; the message names the pip extra."""
+
+
+def missing_dependency(module: str, extra: str, purpose: str) -> OptionalDependencyError:
+    """Build the error raised when ``module`` (from pip extra ``extra``) is missing."""
+    return OptionalDependencyError(
+        f"{purpose} needs the optional package '{module}', which is not installed. "
+        f"Install it with: pip install 'anatomy[{extra}]'"
+    )
