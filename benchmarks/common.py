@@ -1,0 +1,55 @@
+"""Timing and peak-memory helpers shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def _status_kib(field: str) -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def peak_memory_mib(fn: Callable[[], object]) -> float:
+    """Peak resident memory added while ``fn`` runs, in MiB (Linux; NaN elsewhere).
+
+    Resets the kernel's high-water mark through ``/proc/self/clear_refs``.
+    """
+    if not _CLEAR_REFS.exists():
+        return float("nan")
+    gc.collect()
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return float("nan")
+    base = _status_kib("VmRSS")
+    result = fn()
+    peak = _status_kib("VmHWM")
+    del result
+    return (peak - base) / 1024.0
+
+
+def time_call(fn: Callable[[], object], *, repeats: int = 5, min_time: float = 0.2) -> float:
+    """Median seconds per call over ``repeats`` rounds (each round >= ``min_time``)."""
+    fn()  # warm-up
+    rounds = []
+    for _ in range(repeats):
+        n = 0
+        start = time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_time:
+                break
+        rounds.append(elapsed / n)
+    return statistics.median(rounds)
