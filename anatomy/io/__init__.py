@@ -1,1 +1,39 @@
-"""anatomy.io"""
+"""anatomy.io: model files, official-file readers and mesh export.
+
+* :class:`ModelData` / :class:`TissueSpec`: the in-memory model every layer is built from.
+* :func:`save_model` / :func:`load_model`: our own format (safetensors + JSON sidecar).
+* :func:`validate_model_data`: the consistency checks run by both.
+* :func:`load_official_pickle` / :func:`to_tensor_dict`: a restricted reader for the official
+  NIMBLE/PIANO (``.pkl``) and SCULPTOR (``paradict.npy``) files.
+* :func:`write_obj`, :func:`write_ply`, :func:`write_vtu`, :func:`read_mesh`: mesh files.
+* :func:`make_toy_model_data`: a small built-in articulated model for demos and tests.
+
+This package imports nothing from :mod:`anatomy.models` (data flows core -> io -> models).
+"""
+
+from .mesh_export import Mesh, read_mesh, write_obj, write_ply, write_vtu
+from .model_data import FORMAT_VERSION, ModelData, TissueSpec
+from .model_file import FORMAT_NAME, load_model, model_paths, save_model
+from .safe_pickle import load_official_pickle, to_tensor_dict
+from .toy import make_toy_model_data
+from .validate import SUM_TOLERANCE, validate_model_data
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "SUM_TOLERANCE",
+    "Mesh",
+    "ModelData",
+    "TissueSpec",
+    "load_model",
+    "load_official_pickle",
+    "make_toy_model_data",
+    "model_paths",
+    "read_mesh",
+    "save_model",
+    "to_tensor_dict",
+    "validate_model_data",
+    "write_obj",
+    "write_ply",
+    "write_vtu",
+]
