@@ -43,7 +43,7 @@ def _skin_block(points: torch.Tensor, blended: torch.Tensor) -> torch.Tensor:
 
 class _PlanarSkinning(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, points: torch.Tensor, transforms: torch.Tensor, weights_t: torch.Tensor, block: int
     ) -> torch.Tensor:
         batch, joints = transforms.shape[:2]
@@ -68,9 +68,9 @@ class _PlanarSkinning(torch.autograd.Function):
         joints, num_v = weights_t.shape
         need_p, need_a, need_w = ctx.needs_input_grad[:3]
         grad_out = grad_out.contiguous()
-        grad_p = torch.zeros_like(points) if need_p else None
-        grad_rows = rows.new_empty(rows.shape) if need_a else None
-        grad_w = torch.zeros_like(weights_t) if need_w else None
+        grad_p = torch.zeros_like(points) if need_p else points.new_empty(0)
+        grad_rows = rows.new_empty(rows.shape) if need_a else rows.new_empty(0)
+        grad_w = torch.zeros_like(weights_t) if need_w else weights_t.new_empty(0)
         for s in range(0, batch, block):
             e = min(s + block, batch)
             b = e - s
@@ -92,10 +92,8 @@ class _PlanarSkinning(torch.autograd.Function):
                     grad_rows[s * 12:e * 12] = g_flat @ weights_t.t()
                 if need_w:
                     grad_w += rows[s * 12:e * 12].t() @ g_flat
-        grad_a = None
-        if need_a:
-            grad_a = grad_rows.view(batch, 3, 4, joints).permute(0, 3, 1, 2)
-        return grad_p, grad_a, grad_w, None
+        grad_a = grad_rows.view(batch, 3, 4, joints).permute(0, 3, 1, 2) if need_a else None
+        return grad_p if need_p else None, grad_a, grad_w if need_w else None, None
 
 
 def skin_planar(

@@ -38,6 +38,15 @@ class ArticulatedModel(nn.Module):
     1 broadcast against the others.
     """
 
+    template: torch.Tensor
+    template_planar: torch.Tensor
+    basis_planar: torch.Tensor | None
+    joint_template: torch.Tensor
+    joint_basis: torch.Tensor | None
+    weights_t: torch.Tensor
+    landmark_ids: torch.Tensor
+    landmark_weights: torch.Tensor
+
     def __init__(
         self,
         model: ModelData | str | Path,

@@ -1,0 +1,26 @@
+"""anatomy: parametric anatomical models with explicit interior anatomy.
+
+Units are millimetres and radians; rotation matrices act on column vectors; points
+are rows ``(..., 3)``. See the README for the conventions table.
+"""
+
+from .core.errors import (
+    AnatomyError,
+    DeviceError,
+    DtypeError,
+    ModelFileError,
+    OptionalDependencyError,
+    ParameterError,
+    ShapeError,
+    UnsafePickleError,
+)
+from .io import ModelData, TissueSpec, load_model, make_toy_model_data, save_model
+from .models import ArticulatedModel, ModelOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnatomyError", "ArticulatedModel", "DeviceError", "DtypeError", "ModelData", "ModelFileError",
+    "ModelOutput", "OptionalDependencyError", "ParameterError", "ShapeError", "TissueSpec",
+    "UnsafePickleError", "__version__", "load_model", "make_toy_model_data", "save_model",
+]
