@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-VOXEL = 0.6  # mm
+VOXEL = 0.7  # mm
 BLUR_SIGMA = 1.0  # mm
 TARGET_SKIN_VERTS = 6000  # NIMBLE: 5,990
 
@@ -40,9 +40,9 @@ THICK = {
     "met": (3.5, 9.0, 2.0, 0.0),
     "met1": (4.0, 11.0, 1.5, 0.0),  # thenar eminence
     "met5": (3.5, 9.0, 1.5, 0.0),  # hypothenar
-    "pro": (2.8, 5.5, 1.5, 0.0),
-    "int": (2.6, 5.0, 1.5, 0.0),
-    "dis": (2.4, 7.0, 2.0, 2.5),
+    "pro": (3.3, 5.8, 1.5, 0.0),
+    "int": (3.1, 5.3, 1.5, 0.0),
+    "dis": (2.7, 8.0, 2.0, 2.5),
 }
 PALM_HULL = (3.0, 7.0, 2.0)  # dorsal, palmar, exponent for the palm hull planes
 PALM_WEB = 5.0  # extra push of the distal-facing palm planes: web commissures distal of the MCPs
@@ -75,25 +75,30 @@ def _unit(v):
 def _sample_with_normals(v, f, n, seed):
     import trimesh
     tm = trimesh.Trimesh(v, f, process=False)
-    pts, fid = trimesh.sample.sample_surface_even(tm, n, seed=seed)
+    pts, fid = trimesh.sample.sample_surface(tm, n, seed=seed)
     return np.concatenate([pts, tm.vertices]), np.concatenate([tm.face_normals[fid], tm.vertex_normals])
 
 
-def _bone_field(grid_pts, samples, normals, palmar, long_axis, tip_point, kind):
-    """Anisotropic offset field of one bone at ``grid_pts`` (N, 3)."""
+def _bone_field(grid_pts, samples, normals, palmar, long_axis, tip_point, kind, reach, big):
+    """Anisotropic offset field of one bone at ``grid_pts`` (N, 3); ``big`` beyond ``reach``."""
     from scipy.spatial import cKDTree
     d_, p_, e_, tip = THICK[kind]
-    dist, idx = cKDTree(samples).query(grid_pts, workers=-1)
+    dist, idx = cKDTree(samples).query(grid_pts, distance_upper_bound=reach, workers=-1)
+    far = ~np.isfinite(dist)
+    idx[far] = 0
+    dist[far] = reach
     q = samples[idx]
     diff = grid_pts - q
     sign = np.where((diff * normals[idx]).sum(1) < 0, -1.0, 1.0)
     u = diff / np.maximum(dist, 1e-9)[:, None]
-    c = u @ palmar
+    c = np.clip(u @ palmar, -1.0, 1.0)
     t = d_ + (p_ - d_) * ((1 + c) / 2) ** e_
     if tip > 0:
         beyond = np.clip((grid_pts - tip_point) @ long_axis + 3.0, 0, None) / 3.0
         t = t + tip * np.clip(u @ long_axis, 0, 1) ** 2 * np.minimum(beyond, 1.0)
-    return sign * dist - t
+    out = sign * dist - t
+    out[far] = big
+    return out
 
 
 def _hull_field(grid_pts, hull_pts, thick, palmar, distal=None, web=0.0):
@@ -169,13 +174,16 @@ def build_skin(per_bone, joints, joint_names, src_meshes=None, seed=0):
 
     def bone_field(b):
         v, f = per_bone[b]
-        s, nrm = _sample_with_normals(v, f, 6000 if b else 16000, seed)
-        reach = max(THICK[info[b]["kind"]][:2]) + THICK[info[b]["kind"]][3] + 10.0
-        m = np.all((grid > v.min(0) - reach) & (grid < v.max(0) + reach), axis=1)
-        out = np.full(len(grid), big)
-        out[m] = _bone_field(grid[m], s, nrm, info[b]["palmar"], info[b]["long"], info[b]["tip"],
-                             info[b]["kind"])
-        return np.minimum(out, big)
+        s, nrm = _sample_with_normals(v, f, 5000 if b else 12000, seed)
+        reach = max(THICK[info[b]["kind"]][:2]) + THICK[info[b]["kind"]][3] + 8.0
+        i0 = np.maximum(np.floor((v.min(0) - reach - lo) / VOXEL).astype(int), 0)
+        i1 = np.minimum(np.ceil((v.max(0) + reach - lo) / VOXEL).astype(int) + 1, shape)
+        out = np.full(tuple(shape), big)
+        sub = grid.reshape(*shape, 3)[i0[0]:i1[0], i0[1]:i1[1], i0[2]:i1[2]].reshape(-1, 3)
+        val = _bone_field(sub, s, nrm, info[b]["palmar"], info[b]["long"], info[b]["tip"],
+                          info[b]["kind"], reach, big)
+        out[i0[0]:i1[0], i0[1]:i1[1], i0[2]:i1[2]] = np.minimum(val, big).reshape(i1 - i0)
+        return out.ravel()
 
     fields = {b: bone_field(b) for b in range(20)}
 
@@ -241,6 +249,14 @@ def build_skin(per_bone, joints, joint_names, src_meshes=None, seed=0):
 
     print(f"    skin: decimated {time.time() - t0:.1f}s", flush=True)
     report = skin_report(skin, per_bone, info)
+    # soft tissue beyond each fingertip: along the distal phalanx axis from the tip joint
+    tips = {}
+    for d, b in zip(range(1, 6), (3, 7, 11, 15, 19)):
+        o = info[b]["tip"]
+        loc, _, _ = skin.ray.intersects_location([o], [info[b]["long"]])
+        if len(loc):
+            tips[f"finger{d}"] = round(float(np.linalg.norm(loc - o, axis=1).min()), 2)
+    report["fingertip_pad_beyond_bone_mm"] = tips
     return {"verts": np.asarray(skin.vertices), "faces": np.asarray(skin.faces, dtype=np.int64),
             "report": report, "n_components_before": len(comps)}
 
