@@ -592,6 +592,7 @@ def closest_points_on_mesh(
     *,
     exact: bool = False,
     max_valence: int = 64,
+    search_eps: float = 0.0,
 ) -> ClosestPoints:
     """Closest point on the triangle mesh ``(vertices, faces)`` to every point.
 
@@ -615,8 +616,16 @@ def closest_points_on_mesh(
         points: ``(N, 3)`` float.  vertices: ``(V, 3)`` float, same dtype/device.
         faces: ``(F, 3)`` integer vertex indices.
         k_candidates: nearest centroids tested per point (clipped to F).
-        exact: certify the result as described above (slower for far points/large triangles).
+        exact: certify the result as described above. Cheap for points near a fine mesh;
+            for points far from the surface relative to the mesh size, or meshes with a few
+            very large triangles, it can cost up to all ``F`` faces per point.
         max_valence: cap on incident faces taken per nearest vertex.
+        search_eps: relative slack of the KD-tree searches (scipy's ``eps``): a neighbour
+            returned as k-th is at most ``1 + search_eps`` times farther than the true k-th.
+            The KD-tree is slow for points far from the surface relative to the mesh size
+            (e.g. deep inside a closed surface, where many faces are nearly equidistant and
+            the search visits most of them); ``search_eps=0.5`` makes those several times
+            faster at the price of rougher candidates (``exact=True`` stays exact).
 
     Returns:
         :class:`ClosestPoints` (also unpacks as a 4-tuple).
@@ -629,6 +638,8 @@ def closest_points_on_mesh(
         raise ParameterError(f"k_candidates must be a positive int, got {k_candidates!r}.")
     if isinstance(max_valence, bool) or not isinstance(max_valence, int) or max_valence < 1:
         raise ParameterError(f"max_valence must be a positive int, got {max_valence!r}.")
+    if not (math.isfinite(search_eps) and search_eps >= 0):
+        raise ParameterError(f"search_eps must be a finite number >= 0, got {search_eps!r}.")
     n_faces = faces.shape[0]
     n_verts = vertices.shape[0]
     dev = vertices.device
@@ -641,12 +652,13 @@ def closest_points_on_mesh(
         tri_np = v_np[faces_np]  # (F, 3, 3)
         centroids = tri_np.mean(1)
         c_tree = cKDTree(centroids, leafsize=_LEAFSIZE)
-        c_dist, c_idx = c_tree.query(p_np, k=k, workers=_workers(len(p_np)))
+        c_dist, c_idx = c_tree.query(p_np, k=k, eps=search_eps, workers=_workers(len(p_np)))
         c_dist = np.asarray(c_dist).reshape(-1, k)
         c_idx = np.asarray(c_idx, dtype=np.int64).reshape(-1, k)
 
         kv = min(_NEAREST_VERTICES, n_verts)
-        _, v_idx = cKDTree(v_np, leafsize=_LEAFSIZE).query(p_np, k=kv, workers=_workers(len(p_np)))
+        v_tree = cKDTree(v_np, leafsize=_LEAFSIZE)
+        _, v_idx = v_tree.query(p_np, k=kv, eps=search_eps, workers=_workers(len(p_np)))
         v_idx = np.asarray(v_idx, dtype=np.int64).reshape(-1, kv)
         inc = _vertex_face_table(faces_np, n_verts, max_valence)[v_idx].reshape(len(p_np), -1)
         inc = np.where(inc < 0, c_idx[:, :1], inc)  # isolated vertices: reuse a centroid candidate
@@ -665,11 +677,14 @@ def closest_points_on_mesh(
             # conservative relative slack for the rounding of the computed distances
             slack = 1e-9 if vertices.dtype == torch.float64 else 1e-5
             kk = k
-            bound = c_dist[:, -1] - r_max
+            # with eps, every centroid not returned is at least d_k / (1 + eps) away (a KD-tree
+            # node is pruned only when (1 + eps) * its distance exceeds the current k-th best)
+            shrink = 1.0 / (1.0 + search_eps)
+            bound = c_dist[:, -1] * shrink - r_max
             todo = np.nonzero(np.sqrt(best) * (1 + slack) > bound)[0]
             while todo.size and kk < n_faces:
                 kk = min(4 * kk, n_faces)
-                d_new, i_new = c_tree.query(p_np[todo], k=kk, workers=_workers(len(todo)))
+                d_new, i_new = c_tree.query(p_np[todo], k=kk, eps=search_eps, workers=_workers(len(todo)))
                 d_new = np.asarray(d_new).reshape(-1, kk)
                 i_new = np.asarray(i_new, dtype=np.int64).reshape(-1, kk)
                 sub = torch.from_numpy(i_new).to(dev)
@@ -682,7 +697,7 @@ def closest_points_on_mesh(
                 face_np[todo[better]] = f2_np[better]
                 if kk >= n_faces:
                     break
-                still = np.sqrt(best[todo]) * (1 + slack) > d_new[:, -1] - r_max
+                still = np.sqrt(best[todo]) * (1 + slack) > d_new[:, -1] * shrink - r_max
                 todo = todo[still]
             best_face = torch.from_numpy(face_np).to(dev)
 
@@ -706,6 +721,7 @@ def point_to_surface_distance(
     *,
     k_candidates: int = 8,
     exact: bool = False,
+    search_eps: float = 0.0,
 ) -> torch.Tensor:
     """Distance from each point to the mesh surface, reduced (see :func:`closest_points_on_mesh`).
 
@@ -713,7 +729,7 @@ def point_to_surface_distance(
     when ``squared`` (smooth at zero). Differentiable w.r.t. ``points`` and ``vertices``.
     """
     _check_reduction(reduction)
-    res = closest_points_on_mesh(points, vertices, faces, k_candidates, exact=exact)
+    res = closest_points_on_mesh(points, vertices, faces, k_candidates, exact=exact, search_eps=search_eps)
     if squared:
         diff = points - res.closest
         d = (diff * diff).sum(-1)
