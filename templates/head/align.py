@@ -77,7 +77,7 @@ def fit_in_face(skel_pts: dict, skull_v: np.ndarray, mand_v: np.ndarray,
                 head_v: np.ndarray, head_f: np.ndarray, init_t: np.ndarray, crop: dict,
                 scale_bounds=(0.92, 1.08), margin: float = 1.0):
     """Similarity transform x -> s R (x - c) + c + t of the bones (s within ``scale_bounds``)
-    minimising sum_i (thickness_i - table_i)^2 + 9 sum_v max(0, penetration_v + margin)^2.
+    minimising sum_i (thickness_i - table_i)^2 + 100 sum_v max(0, penetration_v + margin)^2.
 
     Distances are taken to the CLOSED skin surface of the whole MRI head (so inside/outside is
     well defined); thickness = distance from the bony landmark to the nearest skin point,
@@ -106,12 +106,16 @@ def fit_in_face(skel_pts: dict, skull_v: np.ndarray, mand_v: np.ndarray,
 
     def resid(p):
         th, on_edge = thick(apply(p, X))
-        r1 = np.where(on_edge, 0.0, th - T)
-        sb, ib = samp.signed(apply(p, B))
-        pen = np.where(edge[ib], 0.0, np.maximum(0.0, sb + margin))
-        return np.concatenate([r1, 3.0 * pen])
+        r1 = np.where(on_edge | below, 0.0, th - T)
+        sb, ib = samp.signed(apply(p, B[near]), cap=25.0)
+        pen = np.where((ib < 0) | edge[ib], 0.0, np.maximum(0.0, sb + margin))
+        return np.concatenate([r1, 10.0 * pen])
 
     p0 = np.zeros(7)
+    # landmarks below the image's lower border (chin) have no skin over them
+    below = X[:, 2] + init_t[2] < crop["z_bottom"] + 2.0
+    # bone vertices that can reach the skin during the fit: within 30 mm of it at the start
+    near = np.isfinite(samp.signed(apply(p0, B), cap=30.0)[0])
     lo = np.r_[-np.ones(6) * np.inf, np.log(scale_bounds[0])]
     hi = np.r_[np.ones(6) * np.inf, np.log(scale_bounds[1])]
     sol = least_squares(resid, p0, bounds=(lo, hi),
@@ -119,8 +123,9 @@ def fit_in_face(skel_pts: dict, skull_v: np.ndarray, mand_v: np.ndarray,
                         diff_step=1e-3, max_nfev=300)
     p = sol.x
     th, on_edge = thick(apply(p, X))
-    sb, ib = samp.signed(apply(p, B))
-    covered = ~edge[ib]
+    on_edge = on_edge | (apply(p, X)[:, 2] < crop["z_bottom"] + 2.0)
+    sb, ib = samp.signed(apply(p, B), cap=40.0)
+    covered = (ib >= 0) & ~edge[np.maximum(ib, 0)]
     report = {
         "scale": float(np.exp(p[6])),
         "translation_mm": [round(float(x), 2) for x in init_t + p[3:6]],

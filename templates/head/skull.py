@@ -315,35 +315,28 @@ def tmj_centres(md: dict, L: dict) -> np.ndarray:
 
 
 def seat_condyles(sk: dict, md: dict, L: dict, clearance: float = 0.5) -> tuple[np.ndarray, dict]:
-    """The myo-sim mandible's condyles sit ~5-6 mm inside the skull shell (through the glenoid
-    fossae). Rotate the mandible about the transverse (x) axis through the lower incisal tip
-    (teeth stay in contact at the front) by the smallest angle that leaves every condylar-head
-    vertex at least ``clearance`` mm outside the skull surface. Returns new vertices + report."""
+    """The myo-sim mandible's condyles sit ~6 mm inside the skull shell (through the glenoid
+    fossae). Translate the mandible straight down (-z) by the smallest distance that leaves
+    every vertex of the condylar cap (within 8 mm of condylion and at most 6 mm below it) at
+    least ``clearance`` mm outside the skull surface. The incisors part by the same amount."""
     vm, fm = md["v"], md["f"]
     samp = M.SurfaceSampler(sk["v"], sk["f"], spacing=0.3)
     heads = []
     for tag in ("R", "L"):
         c = M.bary_point(vm, fm, L[f"condylion_{tag}"]["face"], L[f"condylion_{tag}"]["bary"])
-        heads.append(np.nonzero(np.linalg.norm(vm - c, axis=1) < 12)[0])
+        heads.append(np.nonzero((np.linalg.norm(vm - c, axis=1) < 8) & (vm[:, 2] > c[2] - 6))[0])
     heads = np.concatenate(heads)
-    prof = _midline_profile(vm, fm)
-    pivot = prof[0][np.argmax(prof[0][:, 2])]  # lower incisal tip in the midline
+    d = np.array([0.0, 0.0, -1.0])
+    d /= np.linalg.norm(d)
 
-    def rot(th):
-        c, s = np.cos(th), np.sin(th)
-        R = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-        return (vm - pivot) @ R.T + pivot
+    def worst(t):
+        return samp.signed(vm[heads] + t * d)[0].min()
 
-    def worst(th):
-        return samp.signed(rot(th)[heads])[0].min()
-
-    lo, hi = 0.0, np.radians(15)
+    lo, hi = 0.0, 20.0
     before = worst(0.0)
     for _ in range(40):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if worst(mid) < clearance else (lo, mid)
-    v_new = rot(hi)
-    return v_new, {"pivot_lower_incisal_tip": pivot.round(2).tolist(),
-                   "rotation_deg": round(float(np.degrees(hi)), 2),
-                   "condyle_penetration_before_mm": round(float(-before), 2),
-                   "condyle_min_clearance_after_mm": round(float(worst(hi)), 2)}
+    return vm + hi * d, {"direction": d.round(4).tolist(), "shift_mm": round(float(hi), 2),
+                         "condyle_penetration_before_mm": round(float(-before), 2),
+                         "condyle_min_clearance_after_mm": round(float(worst(hi)), 2)}
