@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import gc
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
+
+
+def reexec_with_fixed_mmap_threshold() -> None:
+    """Re-run this script with glibc's mmap threshold fixed at 64 KiB (Linux only).
+
+    By default glibc raises the threshold after large frees, so freed buffers stay
+    resident and the peak-RSS deltas of later measurements read too low. With a fixed
+    threshold every buffer over 64 KiB is mapped and unmapped on its own, and the
+    resident high-water mark follows the live memory of each measurement.
+    """
+    if sys.platform != "linux" or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def _status_kib(field: str) -> int:

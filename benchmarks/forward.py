@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import peak_memory_mib, time_call  # noqa: E402
+from common import peak_memory_mib, reexec_with_fixed_mmap_threshold, time_call  # noqa: E402
 from reference_lbs import reference_lbs  # noqa: E402
 
 from anatomy.core.lbs import blend_skin, prepare  # noqa: E402
@@ -115,6 +115,7 @@ def run(quick: bool, sizes: list[str] | None = None) -> list[dict[str, float | s
 
 
 def main() -> None:
+    reexec_with_fixed_mmap_threshold()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="batches 1 and 64 only")
     parser.add_argument("--sizes", nargs="*", choices=list(SIZES), help="model sizes to run (default all)")

@@ -30,7 +30,7 @@ from .rotations import (
     quaternion_to_matrix,
     rotation_6d_to_matrix,
 )
-from .skinning import skin_planar, skin_vertices
+from .skinning import skin_batch_last, skin_vertices
 
 __all__ = [
     "AnatomyError", "DeviceError", "DtypeError", "KinematicTree", "Kinematics", "LbsBuffers", "LbsOutput",
@@ -39,5 +39,5 @@ __all__ = [
     "forward_kinematics", "lbs", "matrix_to_axis_angle", "matrix_to_euler", "matrix_to_quaternion",
     "matrix_to_rotation_6d", "pose_features", "precompute_joint_regression", "prepare",
     "quaternion_multiply", "quaternion_to_axis_angle", "quaternion_to_matrix", "regress_joints",
-    "rotation_6d_to_matrix", "skin_planar", "skin_vertices", "stack_bases",
+    "rotation_6d_to_matrix", "skin_batch_last", "skin_vertices", "stack_bases",
 ]

@@ -1,9 +1,13 @@
 """The blend-shape + linear-blend-skinning forward pass, from precomputed buffers.
 
-:func:`prepare` turns a model's arrays into :class:`LbsBuffers` once (planar bases,
-one stacked basis for every linear space and the pose correctives, joint
-regression folded into the bases, transposed weights); :func:`blend_skin` is the
-per-call forward pass. :func:`lbs` does both for one-off use.
+:func:`prepare` turns a model's arrays into :class:`LbsBuffers` once (one stacked,
+transposed basis for every linear space and the pose correctives, joint regression
+folded into the bases); :func:`blend_skin` is the per-call forward pass. :func:`lbs`
+does both for one-off use.
+
+Inside, points are kept **batch-last** ``(V, 3, B)``: the blend step is then one GEMM
+``basis_t (3V, K + P) @ coeffs.T (K + P, B)`` and skinning works on the same layout
+(see :mod:`anatomy.core.skinning`); the output is turned to ``(B, V, 3)`` once.
 """
 
 from __future__ import annotations
@@ -13,33 +17,36 @@ from dataclasses import dataclass
 
 import torch
 
-from .blend import pose_features
+from .blend import blend_batch_last, pose_features
 from .checks import check_finite, check_floating, check_like, check_shape
 from .errors import ShapeError
 from .kinematics import KinematicTree, forward_kinematics
 from .regress import precompute_joint_regression
-from .skinning import DEFAULT_BLOCK_BYTES, skin_planar
+from .skinning import DEFAULT_BLOCK_BYTES, skin_batch_last
 
 
 @dataclass(frozen=True)
 class LbsBuffers:
     """Precomputed tensors of one model (all on one device and dtype).
 
-    * ``template_planar (3, V)``
-    * ``basis_planar (K + P, 3V)``: linear spaces then pose correctives, planar rows
-      (x plane, then y, then z); ``None`` when the model has neither.
+    * ``template (V, 3)``
+    * ``basis_t (3V, K + P)``: linear spaces then pose correctives as columns, rows in
+      vertex-major order (x, y, z of vertex 0, then vertex 1...); ``None`` when the
+      model has neither. ``basis (K + P, 3V)``: the same in row layout, kept for small
+      batches where it is several times faster (see :func:`~anatomy.core.blend.blend_batch_last`).
     * ``num_coeffs``: K, the number of linear-space coefficients.
     * ``joint_template (J, 3)`` and ``joint_basis (K, 3J)`` (``None`` when K = 0).
-    * ``weights_t (J, V)``: transposed skinning weights (dense or sparse).
+    * ``weights (V, J)``: skinning weights (dense, or sparse COO).
     * ``pose_feature_joints``: joints whose ``R - I`` drive the correctives.
     """
 
-    template_planar: torch.Tensor
-    basis_planar: torch.Tensor | None
+    template: torch.Tensor
+    basis_t: torch.Tensor | None
+    basis: torch.Tensor | None
     num_coeffs: int
     joint_template: torch.Tensor
     joint_basis: torch.Tensor | None
-    weights_t: torch.Tensor
+    weights: torch.Tensor
     tree: KinematicTree
     pose_feature_joints: tuple[int, ...]
 
@@ -56,11 +63,6 @@ class LbsOutput:
     transforms: torch.Tensor
 
 
-def _planar(basis: torch.Tensor) -> torch.Tensor:
-    """``(K, V, 3)`` -> ``(K, 3V)`` with x, y, z planes."""
-    return basis.permute(0, 2, 1).reshape(basis.shape[0], -1)
-
-
 def prepare(
     template: torch.Tensor,
     skinning_weights: torch.Tensor,
@@ -70,6 +72,7 @@ def prepare(
     space_bases: torch.Tensor | None = None,
     pose_basis: torch.Tensor | None = None,
     pose_feature_joints: Sequence[int] = (),
+    small_batch_layout: bool = True,
 ) -> LbsBuffers:
     """Precompute :class:`LbsBuffers`.
 
@@ -80,6 +83,8 @@ def prepare(
         parents: kinematic tree (validated here).
         space_bases: ``(K, V, 3)`` all linear spaces stacked (shape, trait, expression...).
         pose_basis: ``(P, V, 3)`` correctives with ``P = 9 * len(pose_feature_joints)``.
+        small_batch_layout: also keep the stacked basis in row layout (twice the basis
+            memory) for fast small-batch forward and backward passes.
     """
     sizes = check_shape(template, "template", ["V", 3])
     check_floating(template, "template")
@@ -93,26 +98,28 @@ def prepare(
         check_shape(space_bases, "space_bases", [None, "V", 3], sizes)
         check_like(space_bases, "space_bases", template, "template")
         num_coeffs = space_bases.shape[0]
-        blocks.append(_planar(space_bases))
+        blocks.append(space_bases.reshape(num_coeffs, -1))
     feature_joints = tuple(int(j) for j in pose_feature_joints)
     if pose_basis is not None:
         check_shape(pose_basis, "pose_basis", [9 * len(feature_joints), "V", 3], sizes)
         check_like(pose_basis, "pose_basis", template, "template")
-        blocks.append(_planar(pose_basis))
+        blocks.append(pose_basis.reshape(pose_basis.shape[0], -1))
+    stacked = torch.cat(blocks, 0).contiguous() if blocks else None
     joint_template, joint_basis = precompute_joint_regression(
         joint_regressor.to(template.dtype), template, space_bases if num_coeffs else None
     )
     if skinning_weights.layout == torch.strided:
-        weights_t = skinning_weights.t().contiguous().to(template.dtype)
+        weights = skinning_weights.contiguous().to(template.dtype)
     else:
-        weights_t = skinning_weights.t().coalesce().to(template.dtype)
+        weights = skinning_weights.coalesce().to(template.dtype)
     return LbsBuffers(
-        template_planar=template.t().contiguous(),
-        basis_planar=torch.cat(blocks, 0).contiguous() if blocks else None,
+        template=template,
+        basis_t=stacked.t().contiguous() if stacked is not None else None,
+        basis=stacked if small_batch_layout else None,
         num_coeffs=num_coeffs,
         joint_template=joint_template,
         joint_basis=joint_basis,
-        weights_t=weights_t,
+        weights=weights,
         tree=tree,
         pose_feature_joints=feature_joints if pose_basis is not None else (),
     )
@@ -136,7 +143,7 @@ def blend_skin(
         coeffs: ``(B, K)`` coefficients of the stacked linear spaces (``None`` = zeros).
         offsets, scale, translation: see :func:`anatomy.core.kinematics.forward_kinematics`.
     """
-    template = buffers.template_planar
+    template = buffers.template
     sizes = check_shape(rotations, "rotations", ["B", buffers.tree.num_joints, 3, 3])
     check_like(rotations, "rotations", template, "model buffers")
     check_finite(rotations, "rotations")
@@ -154,12 +161,11 @@ def blend_skin(
     if buffers.pose_feature_joints:
         parts.append(pose_features(rotations, buffers.pose_feature_joints))
 
-    num_v = template.shape[1]
-    if buffers.basis_planar is not None and parts:
+    if buffers.basis_t is not None and parts:
         weights = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-        points = torch.addmm(template.reshape(1, -1), weights, buffers.basis_planar).view(batch, 3, num_v)
+        points = blend_batch_last(template, buffers.basis_t, weights, buffers.basis)
     else:
-        points = template[None]
+        points = template[:, :, None]
 
     rest_joints = buffers.joint_template.expand(batch, -1, -1)
     if buffers.joint_basis is not None and coeffs is not None:
@@ -167,9 +173,9 @@ def blend_skin(
     kin = forward_kinematics(
         rotations, rest_joints, buffers.tree, offsets, scale=scale, translation=translation
     )
-    skinned = skin_planar(points, kin.transforms, buffers.weights_t, block_bytes=block_bytes)
+    skinned = skin_batch_last(points, kin.transforms, buffers.weights, block_bytes=block_bytes)
     return LbsOutput(
-        vertices=skinned.transpose(1, 2),
+        vertices=skinned.permute(2, 0, 1).contiguous(),
         joints=kin.positions,
         rest_joints=rest_joints,
         rotations=kin.rotations,
@@ -200,5 +206,6 @@ def lbs(
     buffers = prepare(
         template, skinning_weights, joint_regressor, parents,
         space_bases=space_bases, pose_basis=pose_basis, pose_feature_joints=pose_feature_joints,
+        small_batch_layout=False,
     )
     return blend_skin(buffers, rotations, coeffs, offsets=offsets, scale=scale, translation=translation)

@@ -39,11 +39,11 @@ class ArticulatedModel(nn.Module):
     """
 
     template: torch.Tensor
-    template_planar: torch.Tensor
-    basis_planar: torch.Tensor | None
+    basis_t: torch.Tensor | None
+    basis: torch.Tensor | None
     joint_template: torch.Tensor
     joint_basis: torch.Tensor | None
-    weights_t: torch.Tensor
+    weights: torch.Tensor
     landmark_ids: torch.Tensor
     landmark_weights: torch.Tensor
 
@@ -74,12 +74,12 @@ class ArticulatedModel(nn.Module):
         )
         self.num_coeffs = buffers.num_coeffs
         self.pose_feature_joints = buffers.pose_feature_joints
-        self.register_buffer("template", template, persistent=False)
-        self.register_buffer("template_planar", buffers.template_planar, persistent=False)
-        self.register_buffer("basis_planar", buffers.basis_planar, persistent=False)
+        self.register_buffer("template", buffers.template, persistent=False)
+        self.register_buffer("basis_t", buffers.basis_t, persistent=False)
+        self.register_buffer("basis", buffers.basis, persistent=False)
         self.register_buffer("joint_template", buffers.joint_template, persistent=False)
         self.register_buffer("joint_basis", buffers.joint_basis, persistent=False)
-        self.register_buffer("weights_t", buffers.weights_t, persistent=False)
+        self.register_buffer("weights", buffers.weights, persistent=False)
         lm_ids = data.landmark_vertices if data.landmark_vertices is not None else torch.zeros(0, 3)
         lm_w = data.landmark_weights if data.landmark_weights is not None else torch.zeros(0, 3)
         self.register_buffer("landmark_ids", lm_ids.long(), persistent=False)
@@ -115,8 +115,8 @@ class ArticulatedModel(nn.Module):
     def lbs_buffers(self) -> LbsBuffers:
         """The core's precomputed buffers on the module's current device and dtype."""
         return LbsBuffers(
-            template_planar=self.template_planar, basis_planar=self.basis_planar, num_coeffs=self.num_coeffs,
-            joint_template=self.joint_template, joint_basis=self.joint_basis, weights_t=self.weights_t,
+            template=self.template, basis_t=self.basis_t, basis=self.basis, num_coeffs=self.num_coeffs,
+            joint_template=self.joint_template, joint_basis=self.joint_basis, weights=self.weights,
             tree=self.tree, pose_feature_joints=self.pose_feature_joints,
         )
 

@@ -143,7 +143,7 @@ def test_batch_consistency_and_block_sizes() -> None:
                   pose_basis=m["pose_basis"], pose_feature_joints=range(1, len(PARENTS)))
     rot = axis_angle_to_matrix(x["aa"])
     whole = blend_skin(buf, rot, x["coeffs"], offsets=x["offsets"]).vertices
-    for block in (1, 12 * 24 * 8 * 3, 1 << 30):  # one sample, three samples, everything per block
+    for block in (1, 1 << 30):  # the smallest blocks (64 vertices), everything in one block
         again = blend_skin(buf, rot, x["coeffs"], offsets=x["offsets"], block_bytes=block).vertices
         torch.testing.assert_close(again, whole, atol=1e-12, rtol=0)
     singles = torch.cat([blend_skin(buf, rot[i:i + 1], x["coeffs"][i:i + 1],
@@ -170,7 +170,7 @@ def test_skinning_gradcheck_including_weights_and_broadcast_points() -> None:
     a = torch.randn(3, 4, 3, 4, dtype=D, requires_grad=True)
     w = torch.rand(9, 4, dtype=D)
     w = (w / w.sum(1, keepdim=True)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda *t: skin_vertices(*t, block_bytes=12 * 9 * 8), (v, a, w))
+    assert torch.autograd.gradcheck(lambda *t: skin_vertices(*t, block_bytes=1), (v, a, w))
 
 
 def test_precomputed_joint_regression_equals_regressing_shaped_vertices() -> None:
@@ -234,3 +234,44 @@ def test_cuda_matches_cpu_and_rejects_mixed_devices() -> None:
     buf = prepare(gm["template"], gm["weights"], gm["regressor"], PARENTS)
     with pytest.raises(DeviceError):
         blend_skin(buf, rot)
+
+
+def test_skinning_vertex_blocks_agree_and_gradcheck_across_blocks() -> None:
+    num_v, num_j = 150, 5  # 150 vertices = three blocks of at least 64 with block_bytes=1
+    v = torch.randn(2, num_v, 3, dtype=D, requires_grad=True)
+    a = torch.randn(2, num_j, 3, 4, dtype=D, requires_grad=True)
+    w = torch.rand(num_v, num_j, dtype=D)
+    w = (w / w.sum(1, keepdim=True)).requires_grad_()
+    one = skin_vertices(v, a, w, block_bytes=1 << 30)
+    many = skin_vertices(v, a, w, block_bytes=1)
+    torch.testing.assert_close(many, one, atol=1e-12, rtol=0)
+    t = torch.einsum("vj,bjmn->bvmn", w, a)
+    ref = (t[..., :3] @ v[..., None])[..., 0] + t[..., 3]
+    torch.testing.assert_close(many, ref, atol=1e-12, rtol=0)
+    assert torch.autograd.gradcheck(lambda *x: skin_vertices(*x, block_bytes=1), (v, a, w))
+    sparse = skin_vertices(v, a, w.detach().to_sparse(), block_bytes=1)
+    torch.testing.assert_close(sparse, one, atol=1e-12, rtol=0)
+    g_sparse = torch.autograd.grad(sparse.sum(), (v, a))
+    g_dense = torch.autograd.grad(one.sum(), (v, a))
+    for x, y in zip(g_sparse, g_dense):
+        torch.testing.assert_close(x, y, atol=1e-10, rtol=0)
+
+
+def test_blend_batch_last_matches_blend_shapes_and_gradcheck() -> None:
+    from anatomy.core.blend import blend_batch_last
+
+    m = _model(num_v=9, num_k=4)
+    coeffs = torch.randn(3, 4, dtype=D, requires_grad=True)
+    basis_t = m["bases"].reshape(4, -1).t().contiguous().requires_grad_()
+    template = m["template"].clone().requires_grad_()
+    ours = blend_batch_last(template, basis_t, coeffs).permute(2, 0, 1)
+    torch.testing.assert_close(ours, blend_shapes(m["template"], stack_bases([m["bases"]]), coeffs))
+    assert torch.autograd.gradcheck(blend_batch_last, (template, basis_t, coeffs))
+    # the small-batch row layout gives the same values and coefficient gradients
+    rows = basis_t.detach().t().contiguous()
+    for batch in (1, 3, 6):
+        c = torch.randn(batch, 4, dtype=D, requires_grad=True)
+        a = blend_batch_last(m["template"], basis_t.detach(), c, rows)
+        b = blend_batch_last(m["template"], basis_t.detach(), c)
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+        assert torch.autograd.gradcheck(lambda x: blend_batch_last(m["template"], basis_t.detach(), x, rows), (c,))
