@@ -7,7 +7,7 @@ does both for one-off use.
 
 Inside, points are kept **batch-last** ``(V, 3, B)``: the blend step is then one GEMM
 ``basis_t (3V, K + P) @ coeffs.T (K + P, B)`` and skinning works on the same layout
-(see :mod:`anatomy.core.skinning`); the output is turned to ``(B, V, 3)`` once.
+(see :mod:`anatomy.core.skinning`), which writes the ``(B, V, 3)`` output block by block.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def blend_skin(
     )
     skinned = skin_batch_last(points, kin.transforms, buffers.weights, block_bytes=block_bytes)
     return LbsOutput(
-        vertices=skinned.permute(2, 0, 1).contiguous(),
+        vertices=skinned,
         joints=kin.positions,
         rest_joints=rest_joints,
         rotations=kin.rotations,

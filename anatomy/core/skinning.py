@@ -45,6 +45,14 @@ def _apply(blended: torch.Tensor, points: torch.Tensor, out: torch.Tensor) -> No
 
 
 class _BatchLastSkinning(torch.autograd.Function):
+    """Batch-last points in, **batch-first** ``(B, V, 3)`` out.
+
+    Each vertex block is computed batch-last and transposed into the output while it
+    is still in cache (a whole-array transpose afterwards costs as much as the
+    skinning itself at large batches); the backward pass reads the incoming
+    batch-first gradient block by block the same way.
+    """
+
     @staticmethod
     def forward(
         ctx: Any, points: torch.Tensor, transforms: torch.Tensor, weights: torch.Tensor, block_bytes: int
@@ -53,12 +61,14 @@ class _BatchLastSkinning(torch.autograd.Function):
         num_v = points.shape[0]
         rows = transforms.permute(1, 2, 3, 0).reshape(joints, 12 * batch)
         blocks = _blocks(num_v, batch, points.element_size(), block_bytes, weights.layout == torch.strided)
-        out = points.new_empty(num_v, 3, batch)
+        out = points.new_empty(batch, num_v * 3)
         for s, e in blocks:
-            _apply(_blend(weights, rows, s, e).view(e - s, 3, 4, batch), points[s:e], out[s:e])
+            o = points.new_empty(e - s, 3, batch)
+            _apply(_blend(weights, rows, s, e).view(e - s, 3, 4, batch), points[s:e], o)
+            out[:, 3 * s:3 * e].copy_(o.view(-1, batch).t())
         ctx.save_for_backward(points, rows, weights)
         ctx.blocks = blocks
-        return out
+        return out.view(batch, num_v, 3)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -67,12 +77,13 @@ class _BatchLastSkinning(torch.autograd.Function):
         joints, cols = rows.shape
         batch = cols // 12
         need_p, need_a, need_w = ctx.needs_input_grad[:3]
+        grad_flat = grad_out.reshape(batch, -1)
         grad_p = torch.empty_like(points) if need_p else None
         grad_rows = torch.zeros_like(rows) if need_a else None
         grad_w = torch.empty_like(weights) if need_w else None
         broadcast = points.shape[2] == 1 and batch > 1
         for s, e in ctx.blocks:
-            g = grad_out[s:e]  # (v, 3, B)
+            g = grad_flat[:, 3 * s:3 * e].t().contiguous().view(e - s, 3, batch)
             pts = points[s:e]
             if need_p:
                 blended = _blend(weights, rows, s, e).view(e - s, 3, 4, batch)
@@ -115,7 +126,7 @@ def skin_batch_last(
         block_bytes: target size of the per-block temporaries.
 
     Returns:
-        ``(V, 3, B)`` skinned points.
+        ``(B, V, 3)`` skinned points, batch-first.
     """
     sizes = check_shape(transforms, "transforms", ["B", "J", 3, 4])
     check_shape(weights, "weights", ["V", "J"], sizes)
@@ -149,5 +160,4 @@ def skin_vertices(
     Convenience wrapper over :func:`skin_batch_last` for batch-first points.
     """
     check_shape(vertices, "vertices", [None, "V", 3])
-    out = skin_batch_last(vertices.permute(1, 2, 0), transforms, weights, block_bytes=block_bytes)
-    return out.permute(2, 0, 1)
+    return skin_batch_last(vertices.permute(1, 2, 0), transforms, weights, block_bytes=block_bytes)
