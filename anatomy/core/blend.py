@@ -28,15 +28,12 @@ def stack_bases(bases: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def blend_shapes(template: torch.Tensor, basis: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
-    """``template (V, 3) + coeffs (B, K) @ basis (K, 3V)`` -> ``(B, V, 3)`` in one GEMM."""
-    sizes = check_shape(template, "template", ["V", 3])
-    check_shape(coeffs, "coeffs", ["B", "K"], sizes)
-    sizes["3V"] = template.numel()
-    check_shape(basis, "basis", ["K", "3V"], sizes)
-    check_like(coeffs, "coeffs", template, "template")
-    check_like(basis, "basis", template, "template")
-    flat = torch.addmm(template.reshape(1, -1), coeffs, basis)
-    return flat.reshape(coeffs.shape[0], -1, 3)
+    """``template (V, 3) + coeffs (B, K) @ basis (K, 3V)`` -> batch-first ``(B, V, 3)`` in one GEMM.
+
+    ``basis`` rows are vertex-major flattened ``(V, 3)`` offsets (see :func:`stack_bases`).
+    """
+    check_shape(basis, "basis", [None, None])
+    return blend_batch_last(template, basis.t(), coeffs).permute(2, 0, 1).contiguous()
 
 
 SMALL_BATCH = 4

@@ -127,3 +127,15 @@ class SurfaceSampler:
         s = np.einsum("nd,nd->n", p - self.points[ii], self.normals[ii])
         out = np.where(far, -np.inf, np.sign(s) * d)
         return out, np.where(far, -1, i)
+
+
+def section_profile(m, x0=0.0, step=0.25):
+    """Densified points of the mesh's section with the plane x = x0, with their face ids."""
+    segs, fids = trimesh.intersections.mesh_plane(m, [1, 0, 0], [x0, 0, 0], return_faces=True)
+    pts, ids = [], []
+    for (a, b), fi in zip(segs, fids):
+        n = max(2, int(np.linalg.norm(b - a) / step) + 1)
+        t = np.linspace(0, 1, n)[:, None]
+        pts.append(a + t * (b - a))
+        ids.append(np.full(n, fi))
+    return np.vstack(pts), np.concatenate(ids)

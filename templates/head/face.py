@@ -130,17 +130,6 @@ def _drop_bad(m):
 
 
 # ------------------------------------------------------------------------------- landmarks
-def _profile(m, x0, step=0.25):
-    segs, fids = trimesh.intersections.mesh_plane(m, [1, 0, 0], [x0, 0, 0], return_faces=True)
-    pts, ids = [], []
-    for (a, b), fi in zip(segs, fids):
-        n = max(2, int(np.linalg.norm(b - a) / step) + 1)
-        t = np.linspace(0, 1, n)[:, None]
-        pts.append(a + t * (b - a))
-        ids.append(np.full(n, fi))
-    return np.vstack(pts), np.concatenate(ids)
-
-
 def _pick(prof, d, zwin):
     p, ids = prof
     sel = (p[:, 2] >= zwin[0]) & (p[:, 2] <= zwin[1])
@@ -153,7 +142,7 @@ def _pick(prof, d, zwin):
 def _unused_groove(m, x, zc, half=8.0):
     """Deepest (most posterior) profile point of the section x = const within zc +- half mm and
     its depth below the lower of the two lips (the maxima above and below it)."""
-    p, ids = _profile(m, x)
+    p, ids = M.section_profile(m, x)
     sel = (np.abs(p[:, 2] - zc) < half) & (p[:, 1] > p[:, 1].max() - 60)
     if sel.sum() < 5:
         return None
@@ -190,7 +179,7 @@ def soft_landmarks(hi: trimesh.Trimesh, m: trimesh.Trimesh) -> tuple[dict, np.nd
     pts = {}
     prn_v = int(np.argmax(v[:, 1]))
     x0 = float(v[prn_v, 0])  # midline of the average face: through the nose tip
-    prof = _profile(hi, x0)
+    prof = M.section_profile(hi, x0)
     front = prof[0][:, 1] > v[prn_v, 1] - 45  # anterior outline only
     prof = (prof[0][front], prof[1][front])
     prn, _ = _pick(prof, [0, 1, 0], (v[prn_v, 2] - 3, v[prn_v, 2] + 3))

@@ -80,19 +80,6 @@ def load_raw() -> dict:
 
 
 # ----------------------------------------------------------------------------- landmark rules
-def _midline_profile(v, f, x0=0.0, step=0.25):
-    """Densified points of the section of the mesh with the plane x = x0, with face ids."""
-    m = M.to_trimesh(v, f)
-    segs, fids = trimesh.intersections.mesh_plane(m, [1, 0, 0], [x0, 0, 0], return_faces=True)
-    pts, ids = [], []
-    for (a, b), fi in zip(segs, fids):
-        n = max(2, int(np.linalg.norm(b - a) / step) + 1)
-        t = np.linspace(0, 1, n)[:, None]
-        pts.append(a + t * (b - a))
-        ids.append(np.full(n, fi))
-    return np.vstack(pts), np.concatenate(ids)
-
-
 def _bary_of(v, f, fi, p):
     w = trimesh.triangles.points_to_barycentric(v[f[fi]][None], p[None])[0]
     w = np.clip(w, 0, None)
@@ -156,8 +143,8 @@ def skeletal_landmarks(sk: dict, md: dict) -> dict:
         v, f = (vs, fs) if mesh == "skull" else (vm, fm)
         put(name, mesh, *_bary_of(v, f, fi, p))
 
-    ps = _midline_profile(vs, fs)
-    pm = _midline_profile(vm, fm)
+    ps = M.section_profile(M.to_trimesh(vs, fs))
+    pm = M.section_profile(M.to_trimesh(vm, fm))
     A, Sd = [0, 1, 0], [0, 0, 1]
     # --- midline, upper face (front profile of the section x = 0)
     n_p, n_f = _prof_extreme(ps, [0, -1, 0], (555, 572), (60, 1e9))       # deepest concavity
