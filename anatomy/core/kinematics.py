@@ -50,6 +50,34 @@ class KinematicTree:
 
 
 @dataclass(frozen=True)
+class _LevelIndex:
+    parents: torch.Tensor  # (J,) parent of each joint, the root mapped to itself
+    has_parent: torch.Tensor  # (1, J, 1) False for the root
+    levels: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # (joints, their parents) per depth >= 1
+
+
+_INDEX_CACHE: dict[tuple[tuple[int, ...], str], _LevelIndex] = {}
+
+
+def _level_index(tree: KinematicTree, device: torch.device) -> _LevelIndex:
+    """Index tensors of a tree on a device, built once and cached (they are tiny)."""
+    key = (tree.parents, str(device))
+    cached = _INDEX_CACHE.get(key)
+    if cached is None:
+        parents = torch.tensor([max(p, 0) for p in tree.parents], device=device)
+        has_parent = torch.tensor([p >= 0 for p in tree.parents], device=device)[None, :, None]
+        levels = tuple(
+            (torch.tensor(level, device=device), torch.tensor([tree.parents[j] for j in level], device=device))
+            for level in tree.levels[1:]
+        )
+        cached = _LevelIndex(parents, has_parent, levels)
+        if len(_INDEX_CACHE) > 64:
+            _INDEX_CACHE.clear()
+        _INDEX_CACHE[key] = cached
+    return cached
+
+
+@dataclass(frozen=True)
 class Kinematics:
     """Result of forward kinematics.
 
@@ -93,38 +121,22 @@ def forward_kinematics(
             f"rotations has {sizes['J']} joints but the kinematic tree has {tree.num_joints}; "
             f"pass one rotation per joint."
         )
-    parents = torch.tensor(tree.parents, device=joints.device)
-    rel = joints - joints[:, parents.clamp_min(0)] * (parents >= 0)[None, :, None].to(joints.dtype)
+    index = _level_index(tree, joints.device)
+    rel = joints - joints[:, index.parents] * index.has_parent
     if offsets is not None:
         check_shape(offsets, "offsets", ["B", "J", 3], sizes)
         check_like(offsets, "offsets", rotations, "rotations")
         check_finite(offsets, "offsets")
         rel = rel + offsets
 
-    # position of each joint in the concatenation of the levels processed so far
-    order = [j for level in tree.levels for j in level]
-    where = {j: i for i, j in enumerate(order)}
-    rot_parts: list[torch.Tensor] = []
-    pos_parts: list[torch.Tensor] = []
-    for level in tree.levels:
-        idx = torch.tensor(level, device=joints.device)
-        local_r = rotations[:, idx]
-        local_t = rel[:, idx]
-        if tree.parents[level[0]] < 0:
-            rot_parts.append(local_r)
-            pos_parts.append(local_t)
-            continue
-        pidx = torch.tensor([where[tree.parents[j]] for j in level], device=joints.device)
-        done_r = torch.cat(rot_parts, 1)
-        done_t = torch.cat(pos_parts, 1)
-        parent_r = done_r[:, pidx]
-        rot_parts.append(parent_r @ local_r)
-        pos_parts.append((parent_r @ local_t[..., None])[..., 0] + done_t[:, pidx])
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(len(order))
-    inverse = inverse.to(joints.device)
-    glob_r = torch.cat(rot_parts, 1)[:, inverse]
-    glob_t = torch.cat(pos_parts, 1)[:, inverse]
+    # level by level: every joint of a level is composed with its (already global) parent at once
+    glob_r, glob_t = rotations, rel
+    for idx, pidx in index.levels:
+        parent_r = glob_r[:, pidx]
+        new_r = parent_r @ glob_r[:, idx]
+        new_t = (parent_r @ rel[:, idx, :, None])[..., 0] + glob_t[:, pidx]
+        glob_r = glob_r.index_copy(1, idx, new_r)
+        glob_t = glob_t.index_copy(1, idx, new_t)
     if scale is not None:
         check_shape(scale, "scale", ["B"], sizes)
         check_like(scale, "scale", rotations, "rotations")
