@@ -14,6 +14,7 @@ from torch import nn
 
 from ..core.checks import check_floating, check_like
 from ..core.errors import ParameterError, ShapeError
+from ..core.geometry import barycentric_interpolate
 from ..core.kinematics import KinematicTree
 from ..core.lbs import LbsBuffers, blend_skin, prepare
 from ..io.model_data import ModelData
@@ -208,7 +209,7 @@ class ArticulatedModel(nn.Module):
         )
         landmarks = None
         if self.landmark_ids.shape[0]:
-            landmarks = (out.vertices[:, self.landmark_ids] * self.landmark_weights[None, :, :, None]).sum(2)
+            landmarks = barycentric_interpolate(out.vertices, self.landmark_ids, self.landmark_weights)
         return ModelOutput(
             vertices=out.vertices, joints=out.joints, rest_joints=out.rest_joints, rotations=out.rotations,
             transforms=out.transforms, landmarks=landmarks, layout=self.layout,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import anatomy
 from anatomy.core.errors import DtypeError, ParameterError, ShapeError
@@ -163,3 +165,21 @@ def test_torch_compile_matches_eager(model: ArticulatedModel) -> None:
     shape = torch.randn(2, 3, dtype=torch.float64)
     torch.testing.assert_close(compiled(pose, shape=shape).vertices, model(pose, shape=shape).vertices,
                                atol=1e-10, rtol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=5))
+def test_property_any_wrong_pose_shape_is_a_typed_error(dims: list[int]) -> None:
+    model = _TOY_MODEL
+    shape = tuple(dims)
+    valid = shape in ((1, model.num_joints, 3), (1, model.num_joints, 3, 3)) or (
+        len(shape) in (3, 4) and shape[0] >= 1 and shape[1:] in ((model.num_joints, 3), (model.num_joints, 3, 3))
+    )
+    if valid:
+        return
+    with pytest.raises((ShapeError, ParameterError)):
+        model(torch.zeros(shape, dtype=torch.float64))
+
+
+_TOY_MODEL = ArticulatedModel(make_toy_model_data(ring_size=4, with_tets=False, dtype=torch.float64),
+                              dtype=torch.float64)
