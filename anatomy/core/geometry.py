@@ -26,7 +26,7 @@ from .nearest import (
     knn,
     point_to_surface_distance,
 )
-from .normals import barycentric_interpolate, face_normals, vertex_normals
+from .surface import barycentric_interpolate, face_normals, vertex_normals
 
 __all__ = [
     "ChamferResult",

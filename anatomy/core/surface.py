@@ -1,4 +1,7 @@
-"""Face and vertex normals of triangle meshes, batched ``(..., V, 3)`` and differentiable."""
+"""Surface quantities of triangle meshes, batched and differentiable.
+
+Face and vertex normals, and barycentric points on faces (landmarks).
+"""
 
 from __future__ import annotations
 
