@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,18 +13,16 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
 
 
-def reexec_with_fixed_mmap_threshold() -> None:
-    """Re-run this script with glibc's mmap threshold fixed at 64 KiB (Linux only).
+def fixed_mmap_env() -> dict[str, str]:
+    """The environment for a child process that measures peak memory (Linux, glibc).
 
-    By default glibc raises the threshold after large frees, so freed buffers stay
-    resident and the peak-RSS deltas of later measurements read too low. With a fixed
-    threshold every buffer over 64 KiB is mapped and unmapped on its own, and the
-    resident high-water mark follows the live memory of each measurement.
+    By default glibc raises its mmap threshold after large frees, so freed buffers stay
+    resident and the peak-RSS deltas of later measurements read too low. With the
+    threshold fixed at 64 KiB every larger buffer is mapped and unmapped on its own and
+    the resident high-water mark follows live memory. It also makes every large
+    temporary pay its page faults, so timings are taken in the parent, without it.
     """
-    if sys.platform != "linux" or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
-        return
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    return dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
 
 
 def _status_kib(field: str) -> int:

@@ -2,13 +2,16 @@
 
 Prints, per model size and batch, the time of the reference and of the core
 (``anatomy.core.lbs``), their ratio (reference / core, > 1 means the core is
-faster), the max abs difference of the vertices, and the peak memory of each
-forward+backward. Run: ``python benchmarks/forward.py [--quick] [--threads N]``.
+faster) and the max abs difference of the vertices; then the peak memory of one
+forward+backward of each, measured in a child process (see ``common.fixed_mmap_env``).
+Run: ``python benchmarks/forward.py [--quick] [--sizes ...] [--threads N] [--no-memory]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import peak_memory_mib, reexec_with_fixed_mmap_threshold, time_call  # noqa: E402
+from common import fixed_mmap_env, peak_memory_mib, time_call  # noqa: E402
 from reference_lbs import reference_lbs  # noqa: E402
 
 from anatomy.core.lbs import blend_skin, prepare  # noqa: E402
@@ -57,8 +60,9 @@ def make_model(num_v: int, num_j: int, num_k: int, seed: int = 0) -> dict:
             "pose": pose, "parents": parents}
 
 
-def measure(name: str, m: dict, batch: int) -> dict[str, float | str | int]:
-    """Time and compare the reference and the core on one model size and batch."""
+def _setup(m: dict, batch: int) -> tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor],
+                                         Callable[[Callable[[], torch.Tensor]], Callable[[], None]]]:
+    """The reference and core forward closures and a forward+backward wrapper."""
     parents: list[int] = m["parents"]
     t, w, r, s, p = (m[k] for k in ("template", "weights", "regressor", "shape", "pose"))
     num_j, num_k = len(parents), s.shape[0]
@@ -83,49 +87,75 @@ def measure(name: str, m: dict, batch: int) -> dict[str, float | str | int]:
             betas.grad = None
         return call
 
+    return ref_fwd, core_fwd, fwd_bwd
+
+
+def measure_time(m: dict, batch: int) -> dict[str, float]:
+    """Forward and forward+backward times (ms) of reference and core, and their max difference."""
+    ref_fwd, core_fwd, fwd_bwd = _setup(m, batch)
+    repeats = 3 if batch >= 1024 else 5
     with torch.no_grad():
         diff = float((ref_fwd() - core_fwd()).abs().max())
-        repeats = 3 if batch >= 1024 else 5
         tr_f = time_call(ref_fwd, repeats=repeats)
         tc_f = time_call(core_fwd, repeats=repeats)
     tr_b = time_call(fwd_bwd(ref_fwd), repeats=repeats)
     tc_b = time_call(fwd_bwd(core_fwd), repeats=repeats)
-    mem_r = peak_memory_mib(fwd_bwd(ref_fwd))
-    mem_c = peak_memory_mib(fwd_bwd(core_fwd))
-    return {"size": name, "batch": batch, "ref_fwd_ms": tr_f * 1e3, "core_fwd_ms": tc_f * 1e3,
-            "fwd_ratio": tr_f / tc_f, "ref_fb_ms": tr_b * 1e3, "core_fb_ms": tc_b * 1e3,
-            "fb_ratio": tr_b / tc_b, "ref_peak_mib": mem_r, "core_peak_mib": mem_c, "max_abs_diff_mm": diff}
+    return {"ref_fwd_ms": tr_f * 1e3, "core_fwd_ms": tc_f * 1e3, "ref_fb_ms": tr_b * 1e3,
+            "core_fb_ms": tc_b * 1e3, "max_abs_diff_mm": diff}
 
 
-def run(quick: bool, sizes: list[str] | None = None) -> list[dict[str, float | str | int]]:
-    rows = []
+def measure_memory(m: dict, batch: int) -> dict[str, float]:
+    """Peak resident memory (MiB) of one forward+backward of reference and core."""
+    ref_fwd, core_fwd, fwd_bwd = _setup(m, batch)
+    fwd_bwd(core_fwd)()  # warm-up: library workspaces, kernels
+    return {"ref_peak_mib": peak_memory_mib(fwd_bwd(ref_fwd)), "core_peak_mib": peak_memory_mib(fwd_bwd(core_fwd))}
+
+
+def configs(quick: bool, sizes: list[str] | None) -> list[tuple[str, int]]:
     batches = [1, 64] if quick else [1, 64, 1024]
-    for name, (num_v, num_j, num_k) in SIZES.items():
-        if sizes and name not in sizes:
-            continue
-        m = make_model(num_v, num_j, num_k)
-        for batch in batches:
-            r_ = measure(name, m, batch)
-            rows.append(r_)
-            print(f"{name:12s} B={batch:5d}  fwd {r_['ref_fwd_ms']:9.2f} / {r_['core_fwd_ms']:9.2f} ms "
-                  f"= {r_['fwd_ratio']:5.2f}x   fwd+bwd {r_['ref_fb_ms']:9.2f} / {r_['core_fb_ms']:9.2f} ms "
-                  f"= {r_['fb_ratio']:5.2f}x   peak {r_['ref_peak_mib']:8.1f} / {r_['core_peak_mib']:8.1f} MiB   "
-                  f"max|diff| {r_['max_abs_diff_mm']:.1e} mm", flush=True)
-    return rows
+    return [(name, b) for name in SIZES if not sizes or name in sizes for b in batches]
+
+
+def memory_in_child(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Run the memory measurements in a child process with glibc's mmap threshold fixed."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-json"]
+    cmd += ["--quick"] if args.quick else []
+    cmd += ["--sizes", *args.sizes] if args.sizes else []
+    cmd += ["--threads", str(args.threads)] if args.threads else []
+    done = subprocess.run(cmd, env=fixed_mmap_env(), capture_output=True, text=True, check=True)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def main() -> None:
-    reexec_with_fixed_mmap_threshold()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="batches 1 and 64 only")
     parser.add_argument("--sizes", nargs="*", choices=list(SIZES), help="model sizes to run (default all)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    parser.add_argument("--memory-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    models = {name: make_model(*SIZES[name]) for name in SIZES if not args.sizes or name in args.sizes}
+    if args.memory_json:
+        peaks = {f"{n}/{b}": measure_memory(models[n], b) for n, b in configs(args.quick, args.sizes)}
+        print(json.dumps(peaks))
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU; "
           f"columns: reference / core = ratio (> 1: core faster)")
-    run(args.quick, args.sizes)
+    for name, batch in configs(args.quick, args.sizes):
+        r = measure_time(models[name], batch)
+        print(f"{name:12s} B={batch:5d}  fwd {r['ref_fwd_ms']:9.2f} / {r['core_fwd_ms']:9.2f} ms "
+              f"= {r['ref_fwd_ms'] / r['core_fwd_ms']:5.2f}x   fwd+bwd {r['ref_fb_ms']:9.2f} / "
+              f"{r['core_fb_ms']:9.2f} ms = {r['ref_fb_ms'] / r['core_fb_ms']:5.2f}x   "
+              f"max|diff| {r['max_abs_diff_mm']:.1e} mm", flush=True)
+    if args.no_memory:
+        return
+    print("peak resident memory of one forward+backward, reference / core (child process, fixed mmap threshold):")
+    for key, p in memory_in_child(args).items():
+        name, batch = key.split("/")
+        print(f"{name:12s} B={int(batch):5d}  {p['ref_peak_mib']:8.1f} / {p['core_peak_mib']:8.1f} MiB "
+              f"= {p['ref_peak_mib'] / max(p['core_peak_mib'], 1e-3):5.2f}x less", flush=True)
 
 
 if __name__ == "__main__":
