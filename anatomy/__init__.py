@@ -15,12 +15,12 @@ from .core.errors import (
     UnsafePickleError,
 )
 from .io import ModelData, TissueSpec, load_model, make_toy_model_data, save_model
-from .models import ArticulatedModel, ModelOutput
+from .models import ArticulatedModel, ModelOutput, Nimble, Piano
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AnatomyError", "ArticulatedModel", "DeviceError", "DtypeError", "ModelData", "ModelFileError",
-    "ModelOutput", "OptionalDependencyError", "ParameterError", "ShapeError", "TissueSpec",
+    "ModelOutput", "Nimble", "OptionalDependencyError", "ParameterError", "Piano", "ShapeError", "TissueSpec",
     "UnsafePickleError", "__version__", "load_model", "make_toy_model_data", "save_model",
 ]

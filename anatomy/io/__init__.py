@@ -6,6 +6,8 @@
 * :func:`load_official_pickle` / :func:`to_tensor_dict`: a restricted reader for the official
   NIMBLE/PIANO (``.pkl``) and SCULPTOR (``paradict.npy``) files.
 * :func:`write_obj`, :func:`write_ply`, :func:`write_vtu`, :func:`read_mesh`: mesh files.
+* :func:`nimble_to_model_data` / :func:`piano_to_model_data`: the official NIMBLE/PIANO hand files
+  converted to :class:`ModelData` (:func:`mirror_hand_model_data` for a left hand).
 * :func:`make_toy_model_data`: a small built-in articulated model for demos and tests.
 
 This package imports nothing from :mod:`anatomy.models` (data flows core -> io -> models).
@@ -14,6 +16,7 @@ This package imports nothing from :mod:`anatomy.models` (data flows core -> io -
 from .mesh_export import Mesh, read_mesh, write_obj, write_ply, write_vtu
 from .model_data import FORMAT_VERSION, ModelData, TissueSpec
 from .model_file import FORMAT_NAME, load_model, model_paths, save_model
+from .official_nimble import mirror_hand_model_data, nimble_to_model_data, piano_to_model_data
 from .safe_pickle import load_official_pickle, to_tensor_dict
 from .toy import make_toy_model_data
 from .validate import SUM_TOLERANCE, validate_model_data
@@ -28,7 +31,10 @@ __all__ = [
     "load_model",
     "load_official_pickle",
     "make_toy_model_data",
+    "mirror_hand_model_data",
     "model_paths",
+    "nimble_to_model_data",
+    "piano_to_model_data",
     "read_mesh",
     "save_model",
     "to_tensor_dict",

@@ -1,6 +1,7 @@
 """anatomy.models: ``nn.Module`` layers over the core and their output dataclasses."""
 
 from .articulated import ArticulatedModel
+from .nimble import Nimble, NimbleOutput, Piano
 from .output import ModelOutput, TissueLayout
 
-__all__ = ["ArticulatedModel", "ModelOutput", "TissueLayout"]
+__all__ = ["ArticulatedModel", "ModelOutput", "Nimble", "NimbleOutput", "Piano", "TissueLayout"]
