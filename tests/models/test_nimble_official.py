@@ -451,3 +451,13 @@ def test_save_and_load_round_trip(files: dict[str, Path], pca_model: Nimble, tmp
     beta = torch.randn(2, K_SHAPE, generator=gen, dtype=F64)
     a, b = pca_model(theta, beta), again(theta, beta)
     assert torch.equal(a.vertices, b.vertices) and torch.equal(a.keypoints, b.keypoints)
+
+
+def test_float32_default_and_to_float64(files: dict[str, Path], model: Nimble) -> None:
+    single = Nimble.from_official(files["pm"], num_betas=K_SHAPE)
+    pose, beta, _ = _inputs(1)
+    out32 = single(pose.float(), beta.float())
+    assert out32.vertices.dtype == torch.float32 and out32.keypoints.shape == (1, 21, 3)
+    torch.testing.assert_close(out32.vertices.double(), model(pose, beta).vertices, atol=1e-3, rtol=1e-4)
+    out64 = single.to(F64)(pose, beta)
+    torch.testing.assert_close(out64.vertices, model(pose, beta).vertices, atol=1e-5, rtol=1e-6)
