@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from .core.errors import AnatomyError
-from .io import load_model, make_toy_model_data, write_obj, write_ply, write_vtu
+from .io import load_model, make_toy_model_data, save_model, write_obj, write_ply, write_vtu
 from .io.model_data import ModelData
+from .io.official_nimble import mirror_hand_model_data, nimble_to_model_data, piano_to_model_data
 from .models import ArticulatedModel, ModelOutput
 
 _EPILOG = (
@@ -89,6 +90,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Rest-pose (mean shape) meshes of every tissue: OBJ + PLY, and VTU for tetrahedral tissues."""
+    model = ArticulatedModel(_resolve_model(args.model))
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        out = model()
+    files = _write_meshes(out, folder, 0)
+    print(f"wrote {len(files)} files to {folder}: {', '.join(files)}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """An official NIMBLE / PIANO model file to our format (safetensors + JSON)."""
+    source = Path(args.source)
+    if not source.is_file():
+        raise AnatomyError(f"official file {str(source)!r} does not exist; pass the path of the .pkl file.")
+    if args.kind == "nimble":
+        data = nimble_to_model_data(source, num_shape=args.num_betas)
+    else:
+        data = piano_to_model_data(source)
+    if args.side == "left":
+        data = mirror_hand_model_data(data)
+    target = Path(args.out)
+    if target.resolve() in (source.resolve(), source.with_suffix(".safetensors").resolve()):
+        raise AnatomyError(f"--out {str(target)!r} would overwrite the input; choose another name.")
+    data.meta.setdefault("provenance", {})["converted_from"] = source.name
+    written = save_model(data, target, overwrite=args.overwrite)
+    print(f"wrote {', '.join(str(w) for w in written)} ({data.num_vertices} vertices, {data.num_joints} joints)")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     data = _resolve_model(args.model)
     info = {
@@ -117,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed for poses and shapes")
     demo.add_argument("--no-picture", action="store_true", help="skip the PNG (no matplotlib needed)")
     demo.set_defaults(func=cmd_demo)
+    export = sub.add_parser("export", help="write a model's rest meshes per tissue (OBJ/PLY, VTU for tets)",
+                            epilog=_EPILOG)
+    export.add_argument("model", help="built-in model name ('toy') or a model file path")
+    export.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
+    export.set_defaults(func=cmd_export)
+    convert = sub.add_parser("convert", help="convert an official NIMBLE/PIANO file to our model format",
+                             epilog=_EPILOG)
+    convert.add_argument("source", help="official file, e.g. NIMBLE_DICT_9137.pkl (read by a restricted unpickler)")
+    convert.add_argument("--kind", choices=["nimble", "piano"], required=True, help="which official model it is")
+    convert.add_argument("--num-betas", type=int, default=20,
+                         help="NIMBLE shape components to keep (default 20, the released model's default)")
+    convert.add_argument("--side", choices=["right", "left"], default="right", help="left = mirrored model")
+    convert.add_argument("--out", required=True, help="output model path (stem, .safetensors or .json)")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
+    convert.set_defaults(func=cmd_convert)
     info = sub.add_parser("info", help="print a model's layout, joints, spaces and metadata", epilog=_EPILOG)
     info.add_argument("model", help="built-in model name ('toy') or a model file path")
     info.set_defaults(func=cmd_info)

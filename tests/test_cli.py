@@ -55,3 +55,33 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["info", str(tmp_path / "broken.safetensors")]) == 2
     with pytest.raises(SystemExit):
         main(["demo", "--samples", "0"])
+
+
+def test_export_writes_rest_meshes(tmp_path: Path) -> None:
+    assert main(["export", "toy", "--out", str(tmp_path)]) == 0
+    skin = read_mesh(tmp_path / "sample0_skin.ply")
+    data = make_toy_model_data()
+    t = data.tissue("skin")
+    np.testing.assert_allclose(skin.vertices, data.template[t.start:t.stop].numpy(), atol=1e-5)
+    assert (tmp_path / "sample0_skin.vtu").exists() and not (tmp_path / "sample0_bone.vtu").exists()
+
+
+def test_convert_official_nimble_gives_the_same_layer(tmp_path: Path) -> None:
+    import pickle
+
+    from anatomy.models import Nimble
+    from tests.models.test_nimble_official import make_nimble_dict
+
+    src = tmp_path / "NIMBLE_DICT_test.pkl"
+    with open(src, "wb") as f:
+        pickle.dump(make_nimble_dict(), f)
+    assert main(["convert", str(src), "--kind", "nimble", "--num-betas", "4", "--out", str(tmp_path / "hand")]) == 0
+    official = Nimble.from_official(src, num_betas=4, dtype=torch.float64)
+    converted = Nimble(tmp_path / "hand.safetensors", dtype=torch.float64)
+    pose = torch.randn(2, 20, 3, dtype=torch.float64) * 0.3
+    shape = torch.randn(2, 4, dtype=torch.float64)
+    torch.testing.assert_close(converted(pose, shape).vertices, official(pose, shape).vertices, atol=1e-6, rtol=0)
+    # an existing output is not replaced without --overwrite, and the input is never the output
+    assert main(["convert", str(src), "--kind", "nimble", "--num-betas", "4", "--out", str(tmp_path / "hand")]) == 2
+    assert main(["convert", str(src), "--kind", "nimble", "--num-betas", "4", "--out", str(src)]) == 2
+    assert src.read_bytes()[:1] == b"\x80"  # still the pickle
