@@ -154,8 +154,9 @@ def main() -> None:
     print("peak resident memory of one forward+backward, reference / core (child process, fixed mmap threshold):")
     for key, p in memory_in_child(args).items():
         name, batch = key.split("/")
+        ratio = p["ref_peak_mib"] / p["core_peak_mib"] if p["core_peak_mib"] >= 1.0 else float("nan")
         print(f"{name:12s} B={int(batch):5d}  {p['ref_peak_mib']:8.1f} / {p['core_peak_mib']:8.1f} MiB "
-              f"= {p['ref_peak_mib'] / max(p['core_peak_mib'], 1e-3):5.2f}x less", flush=True)
+              f"= {ratio:5.2f}x less (nan: under 1 MiB, below the page-level resolution)", flush=True)
 
 
 if __name__ == "__main__":
