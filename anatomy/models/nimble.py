@@ -12,6 +12,7 @@ mirrored right hand.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,13 @@ __all__ = ["Nimble", "NimbleOutput", "Piano"]
 _NUM_BONES = len(BONE_NAMES)
 _SIDES = ("right", "left")
 _MODES = ("axis_angle", "pca")
+#: name (``meta["name"]``) of the embedded default hand model
+DEFAULT_HAND_NAME = "anatomy-default-hand"
+
+
+def default_hand_path() -> Path:
+    """Path stem of the embedded default hand model (``anatomy/assets/hand.safetensors`` + ``hand.json``)."""
+    return Path(str(resources.files("anatomy").joinpath("assets", "hand.safetensors")))
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,10 @@ class Nimble(ArticulatedModel):
     """NIMBLE hand layer: tissues ``bones`` (20 parts), ``muscles``, ``skin``; 25 joints.
 
     Build it from the official files with :meth:`from_official`, or from a converted model
-    (a :class:`ModelData` or our model file) directly. ``pose_mode="pca"`` needs the pose
-    PCA tensors in ``extras`` (kept by the converter).
+    (a :class:`ModelData` or our model file) directly. ``Nimble()`` without a model loads the
+    embedded default hand (``anatomy/assets/hand.safetensors``: real bone geometry, modelled
+    muscles and skin, a synthetic shape space; no pose correctives or pose PCA yet).
+    ``pose_mode="pca"`` needs the pose PCA tensors in ``extras`` (kept by the converter).
 
     Call ``model(pose, shape, global_orient=, transl=, scale=)``:
 
@@ -80,7 +90,7 @@ class Nimble(ArticulatedModel):
 
     def __init__(
         self,
-        model: ModelData | str | Path,
+        model: ModelData | str | Path | None = None,
         *,
         pose_mode: str = "axis_angle",
         num_pose_pca: int = 30,
@@ -89,6 +99,8 @@ class Nimble(ArticulatedModel):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> None:
+        if model is None:
+            model = default_hand_path()
         data = model if isinstance(model, ModelData) else load_model(model)
         if pose_mode not in _MODES:
             raise ParameterError(f"pose_mode must be one of {_MODES}, got {pose_mode!r}.")
@@ -104,6 +116,10 @@ class Nimble(ArticulatedModel):
         if pose_mode == "pca":
             needed = ("pose_pca_basis", "pose_pca_mean", "pose_pca_pm_std", "pose_pca_pm_mean")
             missing = [k for k in needed if k not in data.extras]
+            if missing and data.meta.get("name") == DEFAULT_HAND_NAME:
+                raise ParameterError("pose_mode='pca': the embedded default hand model has no pose PCA yet; use "
+                                     "pose_mode='axis_angle', or build the layer from the official NIMBLE files "
+                                     "with Nimble.from_official.")
             if missing:
                 raise ParameterError(f"pose_mode='pca' needs the pose PCA tensors {missing} in the model's extras "
                                      f"(build the model with Nimble.from_official), or use pose_mode='axis_angle'.")
