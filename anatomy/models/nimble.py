@@ -48,8 +48,11 @@ DEFAULT_HAND_NAME = "anatomy-default-hand"
 
 
 def default_hand_path() -> Path:
-    """Path stem of the embedded default hand model (``anatomy/assets/hand.safetensors`` + ``hand.json``)."""
-    return Path(str(resources.files("anatomy").joinpath("assets", "hand.safetensors")))
+    """Path of the embedded default hand model (``anatomy.assets``: ``hand.safetensors`` + ``hand.json``).
+
+    In a source checkout the files live in ``templates/assets`` (see ``pyproject.toml``).
+    """
+    return Path(str(resources.files("anatomy.assets").joinpath("hand.safetensors")))
 
 
 @dataclass(frozen=True)

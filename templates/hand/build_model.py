@@ -1,9 +1,9 @@
-"""Assemble the embedded default hand model ``anatomy/assets/hand.safetensors`` + ``hand.json``.
+"""Assemble the embedded default hand model ``templates/assets/hand.safetensors (shipped as anatomy.assets)`` + ``hand.json``.
 
 Inputs (committed build outputs, see README.md): ``build/hand_geometry.npz`` (bones, joints,
 axes, skin surface) and ``build/hand_tissues.npz`` (muscles, tetrahedra, skinning weights).
 
-    python templates/hand/build_model.py [--out anatomy/assets/hand]
+    python templates/hand/build_model.py [--out templates/assets/hand]
 
 Layout (NIMBLE conventions, DESIGN §4), one vertex stack:
 
@@ -263,7 +263,7 @@ def sparse_rows(idx: np.ndarray, val: np.ndarray,
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=str(ROOT / "anatomy" / "assets" / "hand"))
+    ap.add_argument("--out", default=str(ROOT / "templates" / "assets" / "hand"))
     args = ap.parse_args(argv)
     geo_path, tis_path = HERE / "build" / "hand_geometry.npz", HERE / "build" / "hand_tissues.npz"
     g, t = np.load(geo_path), np.load(tis_path)
