@@ -32,9 +32,15 @@ _EPILOG = (
 def _resolve_model(name: str) -> ModelData:
     if name == "toy":
         return make_toy_model_data()
+    if name == "hand":
+        from .models.nimble import default_hand_path
+
+        return load_model(default_hand_path())
     path = Path(name)
     if not path.exists() and not path.with_suffix(".safetensors").exists():
-        raise AnatomyError(f"model {name!r} is neither a built-in model ('toy') nor an existing model file.")
+        raise AnatomyError(
+            f"model {name!r} is neither a built-in model ('hand', 'toy') nor an existing model file."
+        )
     return load_model(path)
 
 
@@ -43,7 +49,7 @@ def _demo_poses(model: ArticulatedModel, count: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     poses = torch.zeros(count, model.num_joints, 3)
     if count > 1:
-        poses[1:, 1:] = (torch.rand(count - 1, model.num_joints - 1, 3, generator=g) - 0.5) * 0.6
+        poses[1:, 1:] = (torch.rand(count - 1, model.num_joints - 1, 3, generator=g) - 0.5) * 0.2
         poses[1:, 1:, 0] = torch.linspace(0.3, 1.1, count - 1)[:, None]  # flexion about x
     return poses
 
@@ -77,7 +83,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.no_picture:
         from .vis import render_output
 
-        picture = render_output(out, folder / "demo.png", titles=[f"sample {b}" for b in range(args.samples)])
+        view = (-55.0, 80.0) if args.model == "hand" else (20.0, -60.0)  # the hand: dorsal view, fingers up
+        picture = render_output(out, folder / "demo.png", titles=[f"sample {b}" for b in range(args.samples)],
+                                view=view)
         files.append(picture.name)
     summary = {
         "model": args.model, "samples": args.samples, "units": "mm",
@@ -144,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="pose a model, write meshes (OBJ/PLY/VTU) and a picture", epilog=_EPILOG)
-    demo.add_argument("--model", default="toy", help="built-in model name ('toy') or a model file path")
+    demo.add_argument("--model", default="hand",
+                      help="built-in model ('hand': the embedded default hand, 'toy': a 3-segment finger) or a file")
     demo.add_argument("--out", default="anatomy_demo", help="output folder (created; files replaced atomically)")
     demo.add_argument("--samples", type=int, default=3, help="number of posed samples (default 3)")
     demo.add_argument("--seed", type=int, default=0, help="random seed for poses and shapes")
@@ -152,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     export = sub.add_parser("export", help="write a model's rest meshes per tissue (OBJ/PLY, VTU for tets)",
                             epilog=_EPILOG)
-    export.add_argument("model", help="built-in model name ('toy') or a model file path")
+    export.add_argument("model", help="built-in model ('hand', 'toy') or a model file path")
     export.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
     export.set_defaults(func=cmd_export)
     convert = sub.add_parser("convert", help="convert an official NIMBLE/PIANO file to our model format",
@@ -166,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
     convert.set_defaults(func=cmd_convert)
     info = sub.add_parser("info", help="print a model's layout, joints, spaces and metadata", epilog=_EPILOG)
-    info.add_argument("model", help="built-in model name ('toy') or a model file path")
+    info.add_argument("model", help="built-in model ('hand', 'toy') or a model file path")
     info.set_defaults(func=cmd_info)
     return parser
 

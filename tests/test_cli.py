@@ -15,7 +15,7 @@ from anatomy.models import ArticulatedModel
 
 
 def test_demo_writes_meshes_matching_the_model(tmp_path: Path) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--samples", "2", "--no-picture"]) == 0
+    assert main(["demo", "--model", "toy", "--out", str(tmp_path), "--samples", "2", "--no-picture"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["tissues"] == {"bone": 186, "skin": 530}
     rest = read_mesh(tmp_path / "sample0_skin.obj")
@@ -33,7 +33,7 @@ def test_demo_writes_meshes_matching_the_model(tmp_path: Path) -> None:
 
 def test_demo_picture(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    assert main(["demo", "--out", str(tmp_path), "--samples", "1"]) == 0
+    assert main(["demo", "--model", "toy", "--out", str(tmp_path), "--samples", "1"]) == 0
     assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -85,3 +85,12 @@ def test_convert_official_nimble_gives_the_same_layer(tmp_path: Path) -> None:
     assert main(["convert", str(src), "--kind", "nimble", "--num-betas", "4", "--out", str(tmp_path / "hand")]) == 2
     assert main(["convert", str(src), "--kind", "nimble", "--num-betas", "4", "--out", str(src)]) == 2
     assert src.read_bytes()[:1] == b"\x80"  # still the pickle
+
+
+def test_demo_default_is_the_embedded_hand(tmp_path: Path) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--samples", "1", "--no-picture"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert list(summary["tissues"]) == ["bones", "muscles", "skin"]
+    bones = read_mesh(tmp_path / "sample0_bones.ply")
+    assert bones.vertices.shape == (summary["tissues"]["bones"], 3)
+    assert (tmp_path / "sample0_skin.vtu").exists() and (tmp_path / "sample0_muscles.vtu").exists()
