@@ -20,7 +20,7 @@ from .core.errors import AnatomyError
 from .io import load_model, make_toy_model_data, save_model, write_obj, write_ply, write_vtu
 from .io.model_data import ModelData
 from .io.official_nimble import mirror_hand_model_data, nimble_to_model_data, piano_to_model_data
-from .models import ArticulatedModel, ModelOutput
+from .models import ArticulatedModel, ModelOutput, Nimble
 
 _EPILOG = (
     "Conventions: millimetres, radians, right-handed frames; rotation matrices act on column "
@@ -68,10 +68,16 @@ def _write_meshes(out: ModelOutput, folder: Path, index: int) -> list[str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    model = ArticulatedModel(_resolve_model(args.model))
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    poses = _demo_poses(model, args.samples, args.seed)
+    model: ArticulatedModel
+    if args.model == "hand":  # rest pose, then poses sampled within the hand's joint limits
+        model = Nimble()
+        sampled = model.sample_pose(args.samples, generator=torch.Generator().manual_seed(args.seed))
+        poses = torch.cat([torch.zeros(1, 20, 3), sampled[1:]])
+    else:
+        model = ArticulatedModel(_resolve_model(args.model))
+        poses = _demo_poses(model, args.samples, args.seed)
     g = torch.Generator().manual_seed(args.seed + 1)
     coeffs = {name: torch.randn(args.samples, k, generator=g) * 0.8 for name, k in model.space_sizes.items()}
     with torch.no_grad():

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from ..constraints import JointLimits
 from ..core.checks import check_finite, check_floating, check_like, check_tensor
 from ..core.errors import ParameterError, ShapeError
-from ..core.rotations import axis_angle_to_matrix
+from ..core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..io.model_data import ModelData
 from ..io.model_file import load_model
 from ..io.official_nimble import (
@@ -35,6 +36,7 @@ from ..io.official_nimble import (
     read_nimble_texture,
 )
 from .articulated import ArticulatedModel
+from .hand_limits import hand_joint_limits
 from .output import ModelOutput
 from .params import pad_coeffs
 
@@ -115,6 +117,9 @@ class Nimble(ArticulatedModel):
         self.pose_mode = pose_mode
         self.register_buffer("_bone_joints", torch.tensor(BONE_TO_JOINT), persistent=False)
         self.register_buffer("_keypoint_joints", torch.tensor(KEYPOINT_JOINTS), persistent=False)
+        self._limit_extras: dict[str, torch.Tensor] = {
+            k: data.extras[k] for k in ("joint_axes", "joint_ranges", "joint_dof_mask") if k in data.extras
+        }
         self.num_pose_pca = 0
         if pose_mode == "pca":
             needed = ("pose_pca_basis", "pose_pca_mean", "pose_pca_pm_std", "pose_pca_pm_mean")
@@ -177,6 +182,28 @@ class Nimble(ArticulatedModel):
         data = _sided(nimble_to_model_data(pm_dict, num_shape=num_betas), side)
         return cls(data, pose_mode=pose_mode, num_pose_pca=num_pose_pca, tex_dict=tex_dict, mano_vreg=mano_vreg,
                    dtype=dtype, device=device)
+
+    # -- joint limits -----------------------------------------------------------------------
+    def joint_limits(self) -> JointLimits:
+        """Anatomical limits per pose row (bone), on the layer's device and dtype.
+
+        Needs joint axes and ranges in the model file (the embedded default hand has them,
+        from MyoHand); the official NIMBLE files have none.
+        """
+        limits = hand_joint_limits(self._limit_extras, self.joint_template, BONE_TO_JOINT, self.tree.parents)
+        return limits.to(self.template.device, self.template.dtype)
+
+    def sample_pose(self, num: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(num, 20, 3)`` axis-angle poses with every angle drawn uniformly inside its limits (root zero)."""
+        if num < 1:
+            raise ParameterError(f"num must be at least 1, got {num}.")
+        limits = self.joint_limits()
+        u = torch.rand(num, limits.num_joints, 3, generator=generator, dtype=torch.float64)
+        lo, hi = limits.lower.double(), limits.upper.double()
+        angles = lo + u * (hi - lo)
+        angles[:, 0] = 0.0
+        rot = limits.to(dtype=torch.float64).rotations(angles)
+        return matrix_to_axis_angle(rot).to(self.template.dtype)
 
     # -- parameters -------------------------------------------------------------------------
     def bone_rotations(self, pose: torch.Tensor | None, batch: int = 1) -> torch.Tensor:
