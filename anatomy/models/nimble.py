@@ -124,10 +124,6 @@ class Nimble(ArticulatedModel):
         if pose_mode == "pca":
             needed = ("pose_pca_basis", "pose_pca_mean", "pose_pca_pm_std", "pose_pca_pm_mean")
             missing = [k for k in needed if k not in data.extras]
-            if missing and data.meta.get("name") == DEFAULT_HAND_NAME:
-                raise ParameterError("pose_mode='pca': the embedded default hand model has no pose PCA yet; use "
-                                     "pose_mode='axis_angle', or build the layer from the official NIMBLE files "
-                                     "with Nimble.from_official.")
             if missing:
                 raise ParameterError(f"pose_mode='pca' needs the pose PCA tensors {missing} in the model's extras "
                                      f"(build the model with Nimble.from_official), or use pose_mode='axis_angle'.")

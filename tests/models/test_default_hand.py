@@ -119,6 +119,9 @@ def test_shape_component_0_is_hand_length_sd(data: anatomy.ModelData, model: ana
     assert abs((y1.max() - y1.min()) / (y0.max() - y0.min()) - 1 - sd) < 0.1 * sd
 
 
-def test_pca_mode_refused_clearly() -> None:
-    with pytest.raises(ParameterError, match="no pose PCA"):
-        anatomy.Nimble(pose_mode="pca")
+def test_pca_mode_without_pca_extras_is_refused_clearly() -> None:
+    data = load_model(default_hand_path())
+    for key in [k for k in data.extras if k.startswith("pose_pca")]:
+        del data.extras[key]
+    with pytest.raises(ParameterError, match="pose PCA"):
+        anatomy.Nimble(data, pose_mode="pca")

@@ -56,3 +56,20 @@ def test_models_without_axes_say_so() -> None:
         official.joint_limits()
     with pytest.raises(ParameterError, match="at least 1"):
         anatomy.Nimble().sample_pose(0)
+
+
+def test_default_hand_pose_pca_matches_axis_angle_and_closes_the_hand() -> None:
+    pca = anatomy.Nimble(pose_mode="pca", dtype=torch.float64)
+    aa = anatomy.Nimble(dtype=torch.float64)
+    theta = torch.zeros(2, 30, dtype=torch.float64)
+    theta[1, 0] = 1.5
+    basis = pca.pca_scaled_basis
+    full = theta @ basis + pca.pca_offset  # (2, 57) by the official formula
+    rows = torch.cat([torch.zeros(2, 1, 3, dtype=torch.float64), full.view(2, 19, 3)], 1)
+    torch.testing.assert_close(pca(theta).vertices, aa(rows).vertices, atol=1e-9, rtol=0)
+    # the leading component opens/closes the hand: fingertips move by centimetres along it
+    tips = [pca.joint_names.index(n) for n in ("dis2_end", "dis3_end", "dis4_end", "dis5_end")]
+    lo, hi = torch.zeros(1, 30, dtype=torch.float64), torch.zeros(1, 30, dtype=torch.float64)
+    lo[0, 0], hi[0, 0] = -2.0, 2.0
+    moved = (pca(hi).joints[0, tips] - pca(lo).joints[0, tips]).norm(dim=-1)
+    assert float(moved.mean()) > 20.0
