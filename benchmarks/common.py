@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
 
@@ -49,6 +51,18 @@ def peak_memory_mib(fn: Callable[[], object]) -> float:
     peak = _status_kib("VmHWM")
     del result
     return (peak - base) / 1024.0
+
+
+def fwd_bwd(forward: Callable[[], torch.Tensor], *inputs: torch.Tensor) -> Callable[[], None]:
+    """A call running ``forward`` and a backward pass of ones, then clearing ``inputs``' gradients."""
+
+    def call() -> None:
+        out = forward()
+        out.backward(torch.ones_like(out))
+        for x in inputs:
+            x.grad = None
+
+    return call
 
 
 def time_call(fn: Callable[[], object], *, repeats: int = 5, min_time: float = 0.2) -> float:

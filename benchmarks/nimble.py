@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fixed_mmap_env, peak_memory_mib, time_call  # noqa: E402
+from common import fixed_mmap_env, fwd_bwd, peak_memory_mib, time_call  # noqa: E402
 
 from anatomy.core.rotations import axis_angle_to_matrix  # noqa: E402
 from anatomy.io import load_model  # noqa: E402
@@ -94,15 +94,10 @@ def setup(batch: int) -> tuple[Callable[[], torch.Tensor], Callable[[], torch.Te
     def ours() -> torch.Tensor:
         return layer(pose, beta).vertices
 
-    def fwd_bwd(f: Callable[[], torch.Tensor]) -> Callable[[], None]:
-        def call() -> None:
-            out = f()
-            out.backward(torch.ones_like(out))
-            pose.grad = None
-            beta.grad = None
-        return call
+    def fb(f: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        return fwd_bwd(f, pose, beta)
 
-    return ref, ours, fwd_bwd
+    return ref, ours, fb
 
 
 def main() -> None:

@@ -258,13 +258,8 @@ class Nimble(ArticulatedModel):
         scale: torch.Tensor | None = None,
     ) -> NimbleOutput:
         """Pose the hand; see the class docs for ``pose`` and ``shape``."""
-        batch = 1
-        for value in (pose, shape, global_orient, transl, scale):
-            if isinstance(value, torch.Tensor) and value.dim() > 0:
-                batch = max(batch, int(value.shape[0]))
-        rotations = self.joint_rotations(self.bone_rotations(pose, batch))
-        if rotations.shape[0] == 1 and batch > 1:
-            rotations = rotations.expand(batch, -1, -1, -1)
+        # a missing pose gives batch 1, which pose_rotations broadcasts against the other inputs
+        rotations = self.joint_rotations(self.bone_rotations(pose))
         out = self.pose_rotations(rotations, global_orient=global_orient, transl=transl, scale=scale,
                                   coeffs={"shape": shape} if shape is not None else {})
         return NimbleOutput(**{f: getattr(out, f) for f in out.__dataclass_fields__},

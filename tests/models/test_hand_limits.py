@@ -73,3 +73,14 @@ def test_default_hand_pose_pca_matches_axis_angle_and_closes_the_hand() -> None:
     lo[0, 0], hi[0, 0] = -2.0, 2.0
     moved = (pca(hi).joints[0, tips] - pca(lo).joints[0, tips]).norm(dim=-1)
     assert float(moved.mean()) > 20.0
+
+
+def test_missing_or_batch_one_pose_broadcasts_against_shape(hand: anatomy.Nimble) -> None:
+    shape = torch.randn(4, 11, dtype=torch.float64)
+    pose = hand.sample_pose(1, generator=torch.Generator().manual_seed(1)).double()
+    broadcast = hand(pose, shape).vertices
+    stacked = hand(pose.expand(4, -1, -1), shape).vertices
+    torch.testing.assert_close(broadcast, stacked, atol=0, rtol=0)
+    rest = hand(None, shape).vertices
+    torch.testing.assert_close(rest, hand(torch.zeros(4, 20, 3, dtype=torch.float64), shape).vertices,
+                               atol=1e-12, rtol=0)
