@@ -15,12 +15,12 @@ from .core.errors import (
     UnsafePickleError,
 )
 from .io import ModelData, TissueSpec, load_model, make_toy_model_data, save_model
-from .models import ArticulatedModel, ModelOutput, Nimble, Piano
+from .models import ArticulatedModel, ModelOutput, Nimble, Piano, Sculptor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AnatomyError", "ArticulatedModel", "DeviceError", "DtypeError", "ModelData", "ModelFileError",
-    "ModelOutput", "Nimble", "OptionalDependencyError", "ParameterError", "Piano", "ShapeError", "TissueSpec",
-    "UnsafePickleError", "__version__", "load_model", "make_toy_model_data", "save_model",
+    "ModelOutput", "Nimble", "OptionalDependencyError", "ParameterError", "Piano", "Sculptor", "ShapeError",
+    "TissueSpec", "UnsafePickleError", "__version__", "load_model", "make_toy_model_data", "save_model",
 ]

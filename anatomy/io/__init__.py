@@ -8,6 +8,7 @@
 * :func:`write_obj`, :func:`write_ply`, :func:`write_vtu`, :func:`read_mesh`: mesh files.
 * :func:`nimble_to_model_data` / :func:`piano_to_model_data`: the official NIMBLE/PIANO hand files
   converted to :class:`ModelData` (:func:`mirror_hand_model_data` for a left hand).
+* :func:`sculptor_to_model_data`: the official SCULPTOR head file (``paradict.npy``) converted.
 * :func:`make_toy_model_data`: a small built-in articulated model for demos and tests.
 
 This package imports nothing from :mod:`anatomy.models` (data flows core -> io -> models).
@@ -17,6 +18,7 @@ from .mesh_export import Mesh, read_mesh, write_obj, write_ply, write_vtu
 from .model_data import FORMAT_VERSION, ModelData, TissueSpec
 from .model_file import FORMAT_NAME, load_model, model_paths, save_model
 from .official_nimble import mirror_hand_model_data, nimble_to_model_data, piano_to_model_data
+from .official_sculptor import sculptor_to_model_data
 from .safe_pickle import load_official_pickle, to_tensor_dict
 from .toy import make_toy_model_data
 from .validate import SUM_TOLERANCE, validate_model_data
@@ -37,6 +39,7 @@ __all__ = [
     "piano_to_model_data",
     "read_mesh",
     "save_model",
+    "sculptor_to_model_data",
     "to_tensor_dict",
     "validate_model_data",
     "write_obj",
