@@ -20,7 +20,8 @@ from .core.errors import AnatomyError
 from .io import load_model, make_toy_model_data, save_model, write_obj, write_ply, write_vtu
 from .io.model_data import ModelData
 from .io.official_nimble import mirror_hand_model_data, nimble_to_model_data, piano_to_model_data
-from .models import ArticulatedModel, ModelOutput, Nimble
+from .io.official_sculptor import sculptor_to_model_data
+from .models import ArticulatedModel, ModelOutput, Nimble, Sculptor
 
 _EPILOG = (
     "Conventions: millimetres, radians, right-handed frames; rotation matrices act on column "
@@ -36,10 +37,14 @@ def _resolve_model(name: str) -> ModelData:
         from .models.nimble import default_hand_path
 
         return load_model(default_hand_path())
+    if name == "head":
+        from .models.sculptor import default_head_path
+
+        return load_model(default_head_path())
     path = Path(name)
     if not path.exists() and not path.with_suffix(".safetensors").exists():
         raise AnatomyError(
-            f"model {name!r} is neither a built-in model ('hand', 'toy') nor an existing model file."
+            f"model {name!r} is neither a built-in model ('hand', 'head', 'toy') nor an existing model file."
         )
     return load_model(path)
 
@@ -66,22 +71,44 @@ def _write_meshes(out: ModelOutput, folder: Path, index: int) -> list[str]:
     return written
 
 
+def _head_demo(samples: int, seed: int) -> ModelOutput:
+    """The embedded default head: mean shape at rest, then random shapes, traits and expressions
+    with the mouth opening to 30-90 % of the jaw's opening limit."""
+    from .core.rotations import matrix_to_axis_angle
+
+    head = Sculptor()
+    limits = head.jaw_limits()
+    angles = torch.zeros(samples, 1, 3)
+    if samples > 1:
+        angles[1:, 0, 0] = torch.linspace(0.3, 0.9, samples - 1) * limits.upper[0, 0]
+    jaw = matrix_to_axis_angle(limits.rotations(angles)[:, 0])
+    g = torch.Generator().manual_seed(seed + 1)
+    coeffs = {name: torch.randn(samples, k, generator=g) * 0.8 for name, k in head.space_sizes.items()}
+    for value in coeffs.values():
+        value[0] = 0.0
+    with torch.no_grad():
+        return head(**coeffs, jaw_pose=jaw)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
-    model: ArticulatedModel
-    if args.model == "hand":  # rest pose, then poses sampled within the hand's joint limits
-        model = Nimble()
-        sampled = model.sample_pose(args.samples, generator=torch.Generator().manual_seed(args.seed))
-        poses = torch.cat([torch.zeros(1, 20, 3), sampled[1:]])
+    if args.model == "head":
+        out = _head_demo(args.samples, args.seed)
     else:
-        model = ArticulatedModel(_resolve_model(args.model))
-        poses = _demo_poses(model, args.samples, args.seed)
-    g = torch.Generator().manual_seed(args.seed + 1)
-    coeffs = {name: torch.randn(args.samples, k, generator=g) * 0.8 for name, k in model.space_sizes.items()}
-    with torch.no_grad():
-        out = model(poses, **coeffs)
+        model: ArticulatedModel
+        if args.model == "hand":  # rest pose, then poses sampled within the hand's joint limits
+            model = Nimble()
+            sampled = model.sample_pose(args.samples, generator=torch.Generator().manual_seed(args.seed))
+            poses = torch.cat([torch.zeros(1, 20, 3), sampled[1:]])
+        else:
+            model = ArticulatedModel(_resolve_model(args.model))
+            poses = _demo_poses(model, args.samples, args.seed)
+        g = torch.Generator().manual_seed(args.seed + 1)
+        coeffs = {name: torch.randn(args.samples, k, generator=g) * 0.8 for name, k in model.space_sizes.items()}
+        with torch.no_grad():
+            out = model(poses, **coeffs)
     files = []
     for b in range(args.samples):
         files += _write_meshes(out, folder, b)
@@ -89,7 +116,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.no_picture:
         from .vis import render_output
 
-        view = (-55.0, 80.0) if args.model == "hand" else (20.0, -60.0)  # the hand: dorsal view, fingers up
+        # the hand: dorsal view, fingers up; the head (RAS, face towards +y): three-quarter front view
+        view = {"hand": (-55.0, 80.0), "head": (10.0, 60.0)}.get(args.model, (20.0, -60.0))
         picture = render_output(out, folder / "demo.png", titles=[f"sample {b}" for b in range(args.samples)],
                                 view=view)
         files.append(picture.name)
@@ -117,12 +145,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    """An official NIMBLE / PIANO model file to our format (safetensors + JSON)."""
+    """An official NIMBLE / PIANO / SCULPTOR model file to our format (safetensors + JSON)."""
     source = Path(args.source)
     if not source.is_file():
-        raise AnatomyError(f"official file {str(source)!r} does not exist; pass the path of the .pkl file.")
-    if args.kind == "nimble":
-        data = nimble_to_model_data(source, num_shape=args.num_betas)
+        raise AnatomyError(f"official file {str(source)!r} does not exist; pass the path of the .pkl/.npy file.")
+    if args.kind == "sculptor":
+        if args.side == "left":
+            raise AnatomyError("--side left is for the hand models; the head has no side.")
+        data = sculptor_to_model_data(source, split_mandible=not args.no_split_mandible,
+                                      length_scale=args.length_scale)
+        if args.num_betas is not None:
+            avail = int(data.spaces["shape"].shape[0])
+            if not 0 <= args.num_betas <= avail:
+                raise AnatomyError(f"--num-betas must be in [0, {avail}] (the file's shape components), "
+                                   f"got {args.num_betas}.")
+            data.spaces["shape"] = data.spaces["shape"][:args.num_betas]
+    elif args.kind == "nimble":
+        data = nimble_to_model_data(source, num_shape=20 if args.num_betas is None else args.num_betas)
     else:
         data = piano_to_model_data(source)
     if args.side == "left":
@@ -170,12 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="built-in model ('hand', 'toy') or a model file path")
     export.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
     export.set_defaults(func=cmd_export)
-    convert = sub.add_parser("convert", help="convert an official NIMBLE/PIANO file to our model format",
+    convert = sub.add_parser("convert", help="convert an official NIMBLE/PIANO/SCULPTOR file to our model format",
                              epilog=_EPILOG)
-    convert.add_argument("source", help="official file, e.g. NIMBLE_DICT_9137.pkl (read by a restricted unpickler)")
-    convert.add_argument("--kind", choices=["nimble", "piano"], required=True, help="which official model it is")
-    convert.add_argument("--num-betas", type=int, default=20,
-                         help="NIMBLE shape components to keep (default 20, the released model's default)")
+    convert.add_argument("source", help="official file, e.g. NIMBLE_DICT_9137.pkl or paradict.npy (read by a "
+                                        "restricted unpickler)")
+    convert.add_argument("--kind", choices=["nimble", "piano", "sculptor"], required=True,
+                         help="which official model it is")
+    convert.add_argument("--num-betas", type=int, default=None,
+                         help="shape components to keep (NIMBLE: default 20, the released model's default; "
+                              "SCULPTOR: default all 50)")
+    convert.add_argument("--no-split-mandible", action="store_true",
+                         help="SCULPTOR: keep the official [skull | face] stack (mandible as a skull part)")
+    convert.add_argument("--length-scale", type=float, default=1.0,
+                         help="SCULPTOR: multiply lengths by this (1 for a file in mm, 1000 for metres)")
     convert.add_argument("--side", choices=["right", "left"], default="right", help="left = mirrored model")
     convert.add_argument("--out", required=True, help="output model path (stem, .safetensors or .json)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")

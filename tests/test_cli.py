@@ -12,6 +12,7 @@ import torch
 from anatomy.cli import main
 from anatomy.io import make_toy_model_data, read_mesh, save_model
 from anatomy.models import ArticulatedModel
+from anatomy.models.sculptor import default_head_path
 
 
 def test_demo_writes_meshes_matching_the_model(tmp_path: Path) -> None:
@@ -94,3 +95,55 @@ def test_demo_default_is_the_embedded_hand(tmp_path: Path) -> None:
     bones = read_mesh(tmp_path / "sample0_bones.ply")
     assert bones.vertices.shape == (summary["tissues"]["bones"], 3)
     assert (tmp_path / "sample0_skin.vtu").exists() and (tmp_path / "sample0_muscles.vtu").exists()
+
+
+def test_convert_official_sculptor_gives_the_same_layer(tmp_path: Path) -> None:
+    from anatomy.models import Sculptor
+    from tests.models.test_sculptor_official import make_paradict
+
+    src = tmp_path / "paradict.npy"
+    np.save(src, make_paradict(), allow_pickle=True)
+    assert main(["convert", str(src), "--kind", "sculptor", "--out", str(tmp_path / "head")]) == 0
+    official = Sculptor.from_official(src, dtype=torch.float64)
+    converted = Sculptor(tmp_path / "head.safetensors", dtype=torch.float64)
+    beta = torch.randn(2, 60, dtype=torch.float64)
+    pose = torch.randn(2, 6, dtype=torch.float64) * 0.3
+    offset = torch.randn(2, 3, dtype=torch.float64)
+    a = official(**official.official_inputs(beta, pose, offset))
+    b = converted(**converted.official_inputs(beta, pose, offset))
+    torch.testing.assert_close(b.vertices, a.vertices, atol=1e-9, rtol=0)
+    assert b.tissue_names == ("skull", "mandible", "face")
+    # options: no split, fewer shape components; bad options and an existing output exit 2
+    assert main(["convert", str(src), "--kind", "sculptor", "--no-split-mandible", "--num-betas", "5",
+                 "--out", str(tmp_path / "flat")]) == 0
+    flat = Sculptor(tmp_path / "flat.safetensors", dtype=torch.float64)
+    assert flat.space_sizes == {"shape": 5, "trait": 10} and flat.layout[0].name == "skull"
+    assert main(["convert", str(src), "--kind", "sculptor", "--out", str(tmp_path / "head")]) == 2
+    assert main(["convert", str(src), "--kind", "sculptor", "--num-betas", "51", "--out", str(tmp_path / "x")]) == 2
+    assert main(["convert", str(src), "--kind", "sculptor", "--side", "left", "--out", str(tmp_path / "y")]) == 2
+    assert np.load(src, allow_pickle=True).item()["parents"].tolist() == [-1, 0]  # the input is untouched
+
+
+@pytest.mark.skipif(not default_head_path().is_file(), reason="embedded default head not built yet")
+def test_demo_head(tmp_path: Path) -> None:
+    assert main(["demo", "--model", "head", "--out", str(tmp_path), "--samples", "2", "--no-picture"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert list(summary["tissues"]) == ["skull", "mandible", "face"] and summary["joints"] == ["root", "jaw"]
+    face = read_mesh(tmp_path / "sample1_face.ply")
+    assert face.vertices.shape == (summary["tissues"]["face"], 3)
+
+
+def test_demo_head_on_a_stand_in_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from anatomy.models import sculptor
+    from tests.models.toy_head import make_toy_head_model_data
+
+    (tmp_path / "model").mkdir()
+    save_model(make_toy_head_model_data(dtype=torch.float32), tmp_path / "model" / "head")
+    monkeypatch.setattr(sculptor, "default_head_path", lambda: tmp_path / "model" / "head.safetensors")
+    out = tmp_path / "out"
+    assert main(["demo", "--model", "head", "--out", str(out), "--samples", "3", "--no-picture"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tissues"] == {"skull": 42, "mandible": 26, "face": 62}
+    rest = read_mesh(out / "sample0_mandible.ply").vertices
+    opened = read_mesh(out / "sample2_mandible.ply").vertices
+    assert rest[:, 2].min() - opened[:, 2].min() > 5.0  # the last sample opens the mouth (and has another shape)
