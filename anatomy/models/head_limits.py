@@ -8,7 +8,8 @@ A head model file may carry, in ``extras`` (head frame RAS: +x towards the right
 * ``jaw_offset_lower``, ``jaw_offset_upper`` ``(3,)``, mm: ranges of the condylar translation
   ``(x lateral excursion, y protrusion, z glide)`` added to the jaw joint in the head frame.
 
-**Sign convention.** The angles are the intrinsic XYZ angles of the jaw's local rotation read
+**Sign convention.** Unless the model gives its own ``extras['jaw_frame'] (3, 3)`` (a rotation,
+columns as below), the angles are the intrinsic XYZ angles of the jaw's local rotation read
 in the frame ``JAW_FRAME = diag(-1, -1, 1)`` (columns: the inter-condylar axis pointing to the
 *left*, the posterior axis, the superior axis). A positive first angle rotates about ``-x``:
 the mouth opens (the chin goes down and back); the second rolls the chin about ``-y``; the
@@ -48,7 +49,9 @@ def _pair(extras: dict[str, torch.Tensor], keys: tuple[str, str], what: str) -> 
 def jaw_joint_limits(extras: dict[str, torch.Tensor]) -> JointLimits:
     """One :class:`JointLimits` row for the jaw (float64, CPU), in :data:`JAW_FRAME`."""
     lower, upper = _pair(extras, ROTATION_KEYS, "rotation")
-    frame = torch.tensor(JAW_FRAME, dtype=torch.float64)
+    frame = extras["jaw_frame"].double() if "jaw_frame" in extras else torch.tensor(JAW_FRAME, dtype=torch.float64)
+    if frame.shape != (3, 3):
+        raise ParameterError(f"extras['jaw_frame'] must be a (3, 3) rotation, got {tuple(frame.shape)}.")
     return JointLimits(frame[None], lower[None], upper[None])
 
 

@@ -67,6 +67,17 @@ class SculptorOutput(ModelOutput):
         return self.landmarks[:, ids]
 
     @property
+    def mandible(self) -> torch.Tensor:
+        """Mandible vertices ``(B, n, 3)``: the ``mandible`` tissue, or for a model whose skull keeps
+        the mandible as a part (an official file converted without the split) that part."""
+        names = self.tissue_names
+        if "mandible" in names:
+            return self.tissue("mandible")
+        if "skull" in names and "mandible" in self.part_names("skull"):
+            return self.part("skull", "mandible")
+        raise ParameterError(f"this model has no mandible (tissues {list(names)}).")
+
+    @property
     def skull_landmarks(self) -> torch.Tensor:
         return self.landmark_group("skeletal")
 

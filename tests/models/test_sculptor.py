@@ -218,9 +218,15 @@ def test_clamp_and_penalty(head: Sculptor) -> None:
     assert mats.shape == (2, 3, 3)
 
 
-def test_limits_missing_are_explained(data: Any) -> None:
+def test_limits_missing_are_explained_and_a_model_frame_is_used(data: Any) -> None:
     from dataclasses import replace
 
+    turned = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # columns: +y, -x, +z
+    own = Sculptor(replace(data, extras={**data.extras, "jaw_frame": turned}), dtype=F64)
+    torch.testing.assert_close(own.jaw_limits().frames[0], turned.double())
+    # about the frame's first axis (+y here): a head-frame rotation about +y reads as the first angle
+    torch.testing.assert_close(own.jaw_angles(torch.tensor([[0.0, 0.2, 0.0]], dtype=F64)),
+                               torch.tensor([[0.2, 0.0, 0.0]], dtype=F64), atol=1e-12, rtol=0)
     bare = Sculptor(replace(data, extras={}), dtype=F64)
     with pytest.raises(ParameterError, match="jaw rotation limits"):
         bare.jaw_limits()

@@ -189,6 +189,7 @@ def test_forward_matches_official_formula(npy: Path, paradict: dict[str, Any], s
     else:
         assert out.tissue_names == ("skull", "face")
         torch.testing.assert_close(out.part("skull", "mandible"), mandible, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(out.mandible, mandible, atol=1e-9, rtol=1e-9)  # the same name either way
     torch.testing.assert_close(out.face, ref_v[:, NS:], atol=1e-9, rtol=1e-9)
     torch.testing.assert_close(out.vertices[:, head.mandible_vertex_ids], mandible, atol=1e-9, rtol=1e-9)
 
