@@ -54,7 +54,6 @@ PICTURE = HERE / "build" / "head_model.png"
 NUM_SHAPE = 10
 FP16_TOLERANCE_MM = 0.05
 SIZE_LIMIT = 4_000_000
-MC_MAX_ROLL = R.MAX_ROLL_RAD
 
 
 def sha256(path: Path) -> str:
@@ -86,6 +85,7 @@ def build(render: bool = True) -> dict:
     # -- rig
     jreg, joints = R.joint_regressor(geo)
     w_face, w_info = R.face_jaw_weights(geo)
+    w_face = np.round(w_face * 2048.0) / 2048.0  # k / 2^11: w and 1 - w exact in float16, rows sum to 1
     limits, lim_info = R.jaw_limits(geo, joints[1])
     normals = R.welded_normals(geo)
 
@@ -98,13 +98,13 @@ def build(render: bool = True) -> dict:
     pose_basis = np.zeros((9, V, 3))
     pose_basis[:, off["face"]:] = pb_face
 
-    # -- skinning weights (dense (V, 2) is smaller than sparse here): skull -> root, mandible -> jaw,
-    # face -> (1 - w, w)
+    # -- skinning weights, dense (V, 2) float16 (smaller than sparse here; rounding < 2.5e-4 per weight,
+    # < 0.015 mm at the full opening): skull -> root, mandible -> jaw, face -> (1 - w, w)
     sw = np.zeros((V, 2))
     sw[:ns, 0] = 1.0
     sw[off["mandible"]:off["face"], 1] = 1.0
     sw[off["face"]:, 0], sw[off["face"]:, 1] = 1.0 - w_face, w_face
-    skin_w = torch.from_numpy(sw.astype(np.float32))
+    skin_w = torch.from_numpy(sw.astype(np.float16))
     jr_r, jr_c = np.nonzero(jreg)
     joint_reg = sparse(jr_r, jr_c, jreg[jr_r, jr_c], (2, V))
 
@@ -118,7 +118,7 @@ def build(render: bool = True) -> dict:
     spaces, fp16_err = {}, {}
     for key, arr in (("shape", shape), ("trait", trait), ("expression", expr)):
         spaces[key], fp16_err[key] = compact(arr)
-    full_open = MC.euler_xyz(np.array([limits["jaw_rotation_lower"][0], MC_MAX_ROLL, limits["jaw_rotation_upper"][2]]))
+    full_open = MC.euler_xyz(R.anatomical_to_head(limits["jaw_rotation_upper"]))
     pose_t, fp16_err["pose_basis"] = compact(pose_basis, float(np.linalg.norm(full_open - np.eye(3))))
 
     npz, lmj = R.GEOMETRY, R.LANDMARKS
@@ -153,24 +153,25 @@ def build(render: bool = True) -> dict:
         "space_order": ["shape", "trait", "expression"],
         "trait_names": trait_names,
         "expression_names": expr_names,
-        "shape_components": {k: shape_info[k] for k in ("samples", "explained_variance", "component_rms_mm",
-                                                          "main_factor")},
-        "trait_components": trait_info,
+        "shape_components": {k: shape_info[k] for k in ("samples", "explained_variance", "main_factor")},
+        "trait_components": [{k: v for k, v in t.items() if k not in ("description", "max_skin_displacement_mm")}
+                             for t in trait_info],
         "expression_components": [{k: e[k] for k in ("index", "name", "muscle", "peak_mm")} for e in expr_info],
         "landmark_groups": {"skeletal": geo.names("skeletal"), "soft_tissue": geo.names("soft_tissue")},
         "jaw": {
             "joint": "jaw (index 1): midpoint of the two condylar-head centroids",
-            "rotation_convention": "jaw_rotation_* are intrinsic XYZ angles (R = Rx Ry Rz) of the jaw's local "
-                                   "rotation in the RAS head frame: x about the inter-condylar axis (+x, "
-                                   "right), y about +y (roll), z about +z (yaw, lateral excursion). In RAS a "
-                                   "POSITIVE x rotation lifts the chin (closes); the mouth OPENS with NEGATIVE x, "
-                                   "so the opening limit is jaw_rotation_lower[0] and jaw_rotation_upper[0] = 0 "
-                                   "(teeth in occlusion).",
+            "rotation_convention": "jaw_rotation_* are ranges of the anatomical angles (opening, roll, yaw): "
+                                   "intrinsic XYZ angles of the jaw's local rotation read in extras['jaw_frame'] "
+                                   "= diag(-1, -1, 1) (anatomy.models.head_limits.JAW_FRAME: x = inter-condylar "
+                                   "axis pointing LEFT, y posterior, z superior), so a POSITIVE first angle opens "
+                                   "the mouth. In head-frame (RAS) axis-angle, opening by a is (-a, 0, 0): a "
+                                   "positive rotation about +x would lift the chin. Upper opening limit = the "
+                                   "rotation whose chord at the lower incisal edge is the maximal interincisal "
+                                   "opening; lower limit 0 (teeth in occlusion).",
             "offset_convention": "jaw_offset_* (mm) bound the translation added to the jaw joint relative to root "
                                  "(condylar glide): +y protrusion, -z downward glide, +-x lateral excursion.",
             **lim_info,
         },
-        "face_skinning": w_info,
         "pose_correctives": {k: v for k, v in corr_info.items() if k != "ridge_scan"},
         "fp16_max_error_mm": {k: round(v, 4) for k, v in fp16_err.items()},
         "report": "templates/head/build/head_model_report.json (full build figures)",
@@ -229,7 +230,7 @@ def verify(path: Path, joints: np.ndarray, limits: dict[str, np.ndarray]) -> dic
     inc = R.lower_incisal_edge(R.load_geometry())
     iid = int(np.argmin(np.linalg.norm(data.template.double().numpy() - inc, axis=1)))
     pose = torch.zeros(1, 2, 3, dtype=torch.float64)
-    pose[0, 1, 0] = float(limits["jaw_rotation_lower"][0])
+    pose[0, 1, 0] = -float(limits["jaw_rotation_upper"][0])  # head-frame axis-angle of the full opening
     opened = model(pose)
     v0, v1 = rest.vertices[0, iid], opened.vertices[0, iid]
     return {"joint_error_mm": float((rest.joints[0] - torch.from_numpy(joints)).norm(dim=1).max()),
@@ -254,7 +255,7 @@ def render_picture(path: Path, limits: dict[str, np.ndarray]) -> None:
 
     def pose_open(f: float) -> torch.Tensor:
         p = torch.zeros(1, 2, 3, dtype=torch.float64)
-        p[0, 1, 0] = f * float(limits["jaw_rotation_lower"][0])
+        p[0, 1, 0] = -f * float(limits["jaw_rotation_upper"][0])
         return p
 
     def coeff(name: str, names: list[str], val: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ Correctives: with LBS, a face vertex lands at ``((1 - w) I + w G)(x + P f)`` wit
 from __future__ import annotations
 
 import numpy as np
-from model_rig import graph_laplacian, mesh_edges
+from model_rig import anatomical_to_head, graph_laplacian, mesh_edges
 from scipy.sparse.linalg import splu
 
 
@@ -74,12 +74,13 @@ class FaceArap:
 
 def sample_jaw_rotations(limits: dict[str, np.ndarray], num_open: int, num_random: int,
                          rng: np.random.Generator) -> np.ndarray:
-    """Intrinsic-XYZ jaw angles: a sweep of pure openings 0..max plus random rotations within the limits."""
+    """Head-frame intrinsic-XYZ jaw angles: a sweep of pure openings 0..max plus random rotations
+    within the (anatomical) limits."""
     lo, hi = limits["jaw_rotation_lower"], limits["jaw_rotation_upper"]
     sweep = np.zeros((num_open, 3))
-    sweep[:, 0] = np.linspace(0.0, lo[0], num_open + 1)[1:]
+    sweep[:, 0] = np.linspace(0.0, hi[0], num_open + 1)[1:]
     rand = lo + rng.random((num_random, 3)) * (hi - lo)
-    return np.r_[sweep, rand]
+    return np.array([anatomical_to_head(a) for a in np.r_[sweep, rand]])
 
 
 def fit_correctives(geo, w_face: np.ndarray, jaw: np.ndarray, limits: dict[str, np.ndarray],
@@ -90,7 +91,7 @@ def fit_correctives(geo, w_face: np.ndarray, jaw: np.ndarray, limits: dict[str, 
     rng = np.random.default_rng(seed)
     train = sample_jaw_rotations(limits, 10, 20, rng)
     test = sample_jaw_rotations(limits, 3, 8, rng)[3:]
-    test = np.r_[test, [[0.5 * limits["jaw_rotation_lower"][0], 0.0, 0.0]]]
+    test = np.r_[test, [anatomical_to_head(np.array([0.5 * limits["jaw_rotation_upper"][0], 0.0, 0.0]))]]
 
     def one(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         r = euler_xyz(angles)
@@ -107,10 +108,10 @@ def fit_correctives(geo, w_face: np.ndarray, jaw: np.ndarray, limits: dict[str, 
 
     tr, te = data(train), data(test)
     F = np.array([(r - np.eye(3)).ravel() for r, _, _, _ in tr])
-    O = np.array([off.ravel() for _, _, _, off in tr])
+    offs = np.array([off.ravel() for _, _, _, off in tr])
 
     def fit(lam: float) -> np.ndarray:
-        return np.linalg.solve(F.T @ F + lam * np.trace(F.T @ F) * np.eye(9), F.T @ O)  # (9, 3V_face)
+        return np.linalg.solve(F.T @ F + lam * np.trace(F.T @ F) * np.eye(9), F.T @ offs)  # (9, 3V_face)
 
     def errors(samples, pb: np.ndarray) -> dict:
         out: dict[str, list[float]] = {"lbs_mean": [], "lbs_max": [], "corrected_mean": [], "corrected_max": []}
@@ -140,7 +141,8 @@ def fit_correctives(geo, w_face: np.ndarray, jaw: np.ndarray, limits: dict[str, 
            "train_samples": len(train), "test_samples": len(test),
            "fixed_to_jaw_vertices": int(len(arap.jaw)), "fixed_to_head_vertices": int(len(arap.root)),
            "free_vertices": int(len(arap.free)), "errors_over": "the free (unconstrained) band",
-           "ridge_lambda_relative": lam, "ridge_scan": {f"{la:.1e}": {"test_mean_mm": sc, "basis_norm_mm": round(nrm, 2)}
+           "ridge_lambda_relative": lam,
+           "ridge_scan": {f"{la:.1e}": {"test_mean_mm": sc, "basis_norm_mm": round(nrm, 2)}
                           for la, sc, nrm in zip(lams, scores, norms, strict=True)},
            "train_error_mm": errors(tr, pb), "test_error_mm": errors(te, pb)}
     return pb.reshape(9, -1, 3), rep

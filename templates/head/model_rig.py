@@ -234,20 +234,32 @@ def opening_angle(incisor: np.ndarray, joint: np.ndarray, opening: float) -> flo
     return -2.0 * float(np.arcsin(min(opening / (2.0 * reach), 1.0)))
 
 
+def anatomical_to_head(angles: np.ndarray) -> np.ndarray:
+    """Head-frame intrinsic XYZ angles of a jaw rotation given as anatomical angles
+    (opening, roll, yaw) in ``JAW_FRAME = diag(-1, -1, 1)``: R_head = F R_anat F^T, i.e.
+    Rx(-opening) Ry(-roll) Rz(yaw)."""
+    a = np.asarray(angles, float)
+    return np.array([-a[0], -a[1], a[2]])
+
+
 def jaw_limits(geo: HeadGeometry, jaw_joint: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
-    """Intrinsic-XYZ rotation limits (rad) and condylar offset limits (mm) of the jaw."""
+    """Jaw rotation limits as anatomical angles (opening, roll, yaw) in rad, read in the frame
+    ``JAW_FRAME = diag(-1, -1, 1)`` of ``anatomy.models.head_limits`` (a POSITIVE opening opens
+    the mouth; in head-frame axis-angle that is a negative rotation about +x), and condylar offset
+    limits (mm, head frame: +x right, +y protrusion, +z up)."""
     inc = lower_incisal_edge(geo)
-    open_rad = opening_angle(inc, jaw_joint, MAX_INTERINCISAL_OPENING_MM)
+    open_rad = -opening_angle(inc, jaw_joint, MAX_INTERINCISAL_OPENING_MM)
     reach = float(np.hypot(*(inc - jaw_joint)[1:]))
     yaw = float(np.arcsin(min(MAX_LATEROTRUSION_MM / max(inc[1] - jaw_joint[1], 1.0), 1.0)))
     lim = {
-        "jaw_rotation_lower": np.array([open_rad, -MAX_ROLL_RAD, -yaw]),
-        "jaw_rotation_upper": np.array([0.0, MAX_ROLL_RAD, yaw]),
+        "jaw_rotation_lower": np.array([0.0, -MAX_ROLL_RAD, -yaw]),
+        "jaw_rotation_upper": np.array([open_rad, MAX_ROLL_RAD, yaw]),
         "jaw_offset_lower": np.array([-MAX_LATEROTRUSION_MM, -MAX_RETRUSION_MM, -CONDYLE_DROP_MM]),
         "jaw_offset_upper": np.array([MAX_LATEROTRUSION_MM, MAX_PROTRUSION_MM, 0.0]),
+        "jaw_frame": np.diag([-1.0, -1.0, 1.0]),
     }
     info = {"lower_incisal_edge_mm": inc.round(3).tolist(), "condyle_to_incisor_mm": round(reach, 2),
             "max_interincisal_opening_mm": MAX_INTERINCISAL_OPENING_MM,
-            "opening_rotation_rad": round(open_rad, 5), "opening_rotation_deg": round(np.degrees(open_rad), 2),
+            "opening_rotation_rad": round(open_rad, 5), "opening_rotation_deg": round(float(np.degrees(open_rad)), 2),
             "laterotrusion_yaw_rad": round(yaw, 5)}
     return lim, info

@@ -116,7 +116,7 @@ def shape_factors(geo, w_face: np.ndarray, face_normals: np.ndarray, jaw: np.nda
     # that prosthion drops by SD_NPH; the midface stretches between nasion and the occlusal level
     n_z, pr = P("nasion")[2], P("prosthion")
     reach = np.linalg.norm((pr - jaw)[1:])
-    ang = -SD_NPH / reach
+    ang = float(-SD_NPH / reach)
     lower = lambda p: smoothstep(p[:, 2], n_z, pr[2])  # noqa: E731
     add("facial_height", "longer face: midface taller, lower face rotated down about the TMJ (NPH)",
         lambda p: lower(p)[:, None] * small_rotation_x(p, jaw, ang),

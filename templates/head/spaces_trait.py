@@ -100,9 +100,9 @@ def build_trait_space(geo, w_face: np.ndarray) -> tuple[np.ndarray, list[dict]]:
     fv = geo.verts["face"]
     basis = np.zeros((len(TRAITS), geo.num_vertices, 3))
     infos = []
-    for k, (name, seg, move, ratios, desc) in enumerate(TRAITS):
+    for k, (name, seg, move_mm, ratios, desc) in enumerate(TRAITS):
         bone, wseg = segs[seg]
-        move = np.asarray(move, float)
+        move = np.asarray(move_mm, float)
         bdisp = wseg[:, None] * move
         bv = geo.verts[bone]
         basis[k, sl_off[bone]:sl_off[bone] + len(bv)] = bdisp

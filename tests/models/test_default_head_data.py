@@ -16,6 +16,7 @@ import torch
 from anatomy.io import load_model
 from anatomy.io.model_data import ModelData
 from anatomy.models import ArticulatedModel
+from anatomy.models.head_limits import jaw_joint_limits
 
 F64 = torch.float64
 
@@ -156,7 +157,7 @@ def test_lips_separate_when_the_mouth_opens(data: ModelData, model: ArticulatedM
     pair = torch.cdist(v[lo], v[up]).argmin(1)
     gap0 = (v[lo] - v[up[pair]]).norm(dim=1)
     pose = torch.zeros(1, 2, 3, dtype=F64)
-    pose[0, 1, 0] = 0.5 * float(data.extras["jaw_rotation_lower"][0])
+    pose[0, 1, 0] = -0.5 * float(data.extras["jaw_rotation_upper"][0])  # head frame: opening is about -x
     out = model(pose).vertices[0]
     gap = (out[lo] - out[up[pair]]).norm(dim=1)
     mid = gap0 < 1e-3
@@ -233,11 +234,17 @@ def test_mandibular_advancement_soft_pogonion_ratio(data: ModelData) -> None:
 
 
 def test_opening_to_the_limit(data: ModelData, model: ArticulatedModel) -> None:
-    limit = float(data.extras["jaw_rotation_lower"][0])
-    assert limit < 0 and float(data.extras["jaw_rotation_upper"][0]) == 0.0  # RAS: negative x opens
+    limit = float(data.extras["jaw_rotation_upper"][0])  # anatomical opening angle, positive opens
+    assert limit > 0 and float(data.extras["jaw_rotation_lower"][0]) == 0.0
+    # the layer's limits read the angles in JAW_FRAME: head-frame axis-angle (-a, 0, 0) is opening a
+    lim = jaw_joint_limits(data.extras)
+    angles = lim.angles(rot_x(-limit)[None, None])[0, 0]
+    assert torch.allclose(angles, torch.tensor([limit, 0.0, 0.0], dtype=F64), atol=1e-6)
+    assert float(lim.penalty(rot_x(-limit)[None, None])[0]) < 1e-9
+    assert float(lim.penalty(rot_x(-limit - 0.1)[None, None])[0]) > 0
     iid = lower_incisor(data)
     pose = torch.zeros(1, 2, 3, dtype=F64)
-    pose[0, 1, 0] = limit
+    pose[0, 1, 0] = -limit
     out = model(pose)
     assert torch.isfinite(out.vertices).all()
     d = out.vertices[0, iid] - data.template.to(F64)[iid]
@@ -255,7 +262,7 @@ def test_opening_to_the_limit(data: ModelData, model: ArticulatedModel) -> None:
 
 def test_jaw_posing_matches_a_float64_reference(data: ModelData, model: ArticulatedModel) -> None:
     """Face under a jaw rotation = (1 - w) x' + w (R (x' - J) + J), x' = x + P vec(R - I)."""
-    angle = 0.6 * float(data.extras["jaw_rotation_lower"][0])
+    angle = -0.6 * float(data.extras["jaw_rotation_upper"][0])
     r = rot_x(angle)
     pose = torch.zeros(1, 2, 3, dtype=F64)
     pose[0, 1, 0] = angle
