@@ -195,6 +195,7 @@ def build(render: bool = True) -> dict:
     tp, sp = save_model(data, OUT)
     size = tp.stat().st_size + sp.stat().st_size
     check = verify(tp, joints, limits)
+    check["penetration"] = penetration_check(tp, limits)
     report = {
         "counts": {"vertices": V, "skull": ns, "mandible": nm, "face": nf,
                    "faces": {t: int(len(geo.faces[t])) for t in R.TISSUES}, "landmarks": len(names)},
@@ -239,6 +240,61 @@ def verify(path: Path, joints: np.ndarray, limits: dict[str, np.ndarray]) -> dic
             "finite": bool(torch.isfinite(opened.vertices).all())}
 
 
+def penetration_check(path: Path, limits: dict[str, np.ndarray], num: int = 1000, seed: int = 0) -> dict:
+    """Bone through skin over random (shape, trait, expression, jaw) samples.
+
+    Each bone vertex whose nearest rest face vertex is an interior vertex of the face (not on the
+    crop border or the mouth slit) within 40 mm is paired with it; its signed height above the
+    skin along the rest skin normal, (bone - skin) . n, is > 0 when the bone pokes through. All
+    coefficients ~ N(0, 1); jaw angles and offsets uniform within the limits."""
+    from scipy.spatial import cKDTree
+
+    from anatomy.models import ArticulatedModel
+
+    data = load_model(path)
+    model = ArticulatedModel(data, dtype=torch.float64)
+    geo = R.load_geometry()
+    face = data.tissue("face")
+    fv, ff = geo.verts["face"], geo.faces["face"]
+    normals = R.welded_normals(geo)
+    e = np.sort(np.concatenate([ff[:, [0, 1]], ff[:, [1, 2]], ff[:, [2, 0]]]), axis=1)
+    uniq, cnt = np.unique(e, axis=0, return_counts=True)
+    border = np.zeros(len(fv), bool)
+    border[uniq[cnt == 1].ravel()] = True
+    bones = data.template[: face.start].double().numpy()
+    d, nearest = cKDTree(fv).query(bones)
+    keep = (d < 40.0) & ~border[nearest]
+    b_ids = np.flatnonzero(keep)
+    f_ids = nearest[keep] + face.start
+    n = torch.from_numpy(normals[nearest[keep]])
+
+    def heights(verts: torch.Tensor) -> torch.Tensor:
+        return ((verts[:, b_ids] - verts[:, f_ids]) * n).sum(-1)
+
+    rest = heights(data.template.double()[None])[0]
+    g = torch.Generator().manual_seed(seed)
+    worst = []
+    lo = {k: torch.from_numpy(limits[f"jaw_{k}_lower"]) for k in ("rotation", "offset")}
+    hi = {k: torch.from_numpy(limits[f"jaw_{k}_upper"]) for k in ("rotation", "offset")}
+    for start in range(0, num, 200):
+        b = min(200, num - start)
+        coeffs = {k: torch.randn(b, v, generator=g, dtype=torch.float64) for k, v in model.space_sizes.items()}
+        ang = lo["rotation"] + torch.rand(b, 3, generator=g, dtype=torch.float64) * (hi["rotation"] - lo["rotation"])
+        rot = torch.from_numpy(np.stack([MC.euler_xyz(R.anatomical_to_head(a)) for a in ang.numpy()]))
+        pose = torch.eye(3, dtype=torch.float64).repeat(b, 2, 1, 1)
+        pose[:, 1] = rot
+        off = torch.zeros(b, 2, 3, dtype=torch.float64)
+        off[:, 1] = lo["offset"] + torch.rand(b, 3, generator=g, dtype=torch.float64) * (hi["offset"] - lo["offset"])
+        out = model(pose, joint_offsets=off, **coeffs)
+        worst.append(heights(out.vertices).max(dim=1).values)
+    w = torch.cat(worst)
+    return {"samples": num, "paired_bone_vertices": int(len(b_ids)),
+            "rest_max_mm": round(float(rest.max()), 3),
+            "rest_vertices_over_0.5mm": int((rest > 0.5).sum()),
+            "sample_max_mm": round(float(w.max()), 3), "sample_median_of_max_mm": round(float(w.median()), 3),
+            "samples_with_max_over_rest_plus_0.5mm": int((w > rest.max() + 0.5).sum())}
+
+
 def render_picture(path: Path, limits: dict[str, np.ndarray]) -> None:
     import matplotlib
 
@@ -264,13 +320,14 @@ def render_picture(path: Path, limits: dict[str, np.ndarray]) -> None:
         return c
 
     panels = [
-        ("rest", {}, (10, 60)),
-        ("mouth open (60 % of max)", {"pose": pose_open(0.6)}, (10, 40)),
-        ("smile +1.5", {"expression": coeff("smile", enames, 1.5)}, (10, 70)),
-        ("brow raise + eye closure", {"expression": coeff("brow_raise", enames, 1.0)
-                                      + coeff("eye_closure", enames, 1.0)}, (10, 60)),
+        ("rest", {}, (5, 75)),
+        ("mouth open (60 % of the limit)", {"pose": pose_open(0.6)}, (5, 35)),
+        ("smile +1.5", {"expression": coeff("smile", enames, 1.5)}, (5, 75)),
+        ("brow raise + eye closure + lip pucker", {"expression": coeff("brow_raise", enames, 1.0)
+                                                   + coeff("eye_closure", enames, 1.0)
+                                                   + coeff("lip_pucker", enames, 1.0)}, (5, 45)),
         ("mandibular advancement +2 (10 mm)", {"trait": coeff("mandibular_advancement", tnames, 2.0)}, (0, 0)),
-        ("shape component 1, +3 SD", {"shape": torch.tensor([[3.0]], dtype=torch.float64)}, (10, 60)),
+        ("shape component 1, +3 SD", {"shape": torch.tensor([[3.0]], dtype=torch.float64)}, (5, 75)),
     ]
     fig = plt.figure(figsize=(18, 11))
     light = np.array([0.3, 0.8, 0.5])
@@ -290,7 +347,8 @@ def render_picture(path: Path, limits: dict[str, np.ndarray]) -> None:
             n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
             shade = 0.35 + 0.65 * np.clip(n @ light, 0, 1)
             col = np.clip(np.outer(shade, colour), 0, 1)
-            pc = Poly3DCollection(tri, facecolors=np.c_[col, np.full(len(col), alpha)], linewidths=0)
+            pc = Poly3DCollection(tri, facecolors=np.c_[col, np.full(len(col), alpha)], edgecolors="none",
+                                  linewidths=0, antialiased=False)
             ax.add_collection3d(pc)
         ax.set_xlim(-90, 90)
         ax.set_ylim(-60, 120)

@@ -86,6 +86,27 @@ def _blend(geo, sl, skull_f, mand_f, w_face) -> np.ndarray:
     return out
 
 
+def seal_lips(geo, face_field: np.ndarray, w_face: np.ndarray, falloff: float = 6.0) -> np.ndarray:
+    """Make the two lip sheets move together along the mouth slit (a shape change keeps the lips
+    closed): each boundary pair gets its mean displacement, and the correction fades out over
+    ``falloff`` mm on its own sheet (upper: w < 0.5, lower: w >= 0.5)."""
+    fv = face_field.copy()
+    pts = geo.verts["face"]
+    up, lo = geo.lip_upper, geo.lip_lower
+    j = np.argmin(np.linalg.norm(pts[lo][:, None] - pts[up][None], axis=2), axis=1)
+    mean = 0.5 * (face_field[lo] + face_field[up[j]])
+    for ids, sheet in ((lo, w_face >= 0.5), (up[j], w_face < 0.5)):
+        corr = mean - face_field[ids]
+        anchors = pts[ids]
+        d = np.linalg.norm(pts[:, None] - anchors[None], axis=2)
+        k = np.exp(-0.5 * (d / 2.0) ** 2) + 1e-300
+        interp = (k @ corr) / k.sum(1, keepdims=True)
+        fade = np.exp(-0.5 * (d.min(1) / falloff) ** 2) * sheet
+        fv += fade[:, None] * interp
+        fv[ids] = mean
+    return fv
+
+
 def shape_factors(geo, w_face: np.ndarray, face_normals: np.ndarray, jaw: np.ndarray) -> list[Factor]:
     P = geo.point
     allp, sl = _stack_points(geo)
@@ -164,6 +185,8 @@ def shape_factors(geo, w_face: np.ndarray, face_normals: np.ndarray, jaw: np.nda
         f = np.zeros((geo.num_vertices, 3))
         f[sl["face"]] = t[:, None] * face_normals
         facs.append(Factor(f"thickness_{region}", f"soft tissue thicker: {region}", f, thickness=True))
+    for fac in facs:
+        fac.field[sl["face"]] = seal_lips(geo, fac.field[sl["face"]], w_face)
     return facs
 
 
