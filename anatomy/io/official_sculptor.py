@@ -18,6 +18,8 @@ Conventions of the official layer (DESIGN §5), reproduced exactly:
   (row-major); skinning with ``lbs_weights (V, 2)``.
 * The jaw offset ``(3,)`` is added to the jaw's position relative to its parent, in the
   parent's frame, before the chain is composed (``joint_offsets`` of the layer).
+* Rotations: the exact Rodrigues formula. The official layer normalises the axis-angle by
+  ``|r + 1e-8|`` (a regulariser), which changes its rotations by about 1e-8 rad.
 * ``facialmesh_face`` holds quads ``(F, 4)``: each quad ``(a, b, c, d)`` becomes the
   triangles ``(a, b, c)`` and ``(a, c, d)``; the quads are kept in ``extras['face_quads']``.
 
@@ -73,7 +75,7 @@ def quads_to_triangles(faces: torch.Tensor) -> torch.Tensor:
 
 def _read(src: Any) -> tuple[dict[str, Any], str]:
     if isinstance(src, np.ndarray) and src.dtype.hasobject and src.shape == ():
-        src = src.item()  # np.load(..., allow_pickle=True) without .item()
+        src = src.item()  # the 0-d object array np.load returns for a saved dict (the caller forgot .item())
     if not isinstance(src, (Mapping, str, os.PathLike, bytes, bytearray, memoryview)):
         raise ModelFileError(f"{WHAT}: expected the path of the official file, its bytes or its loaded dict, "
                              f"got {type(src).__name__}.")
