@@ -325,6 +325,7 @@ class TissuePenetration:
                 pts = skin[:, surf].requires_grad_()
                 sd = self._to_bones(pts, frames, self._skin_queries)
                 (grad,) = torch.autograd.grad(sd.clamp(max=1e6).sum(), pts)
+            sd = sd.detach()
             push = (margin - sd).clamp(min=0).nan_to_num(posinf=0.0)
             direction = grad / grad.norm(dim=-1, keepdim=True).clamp(min=1e-12)
             offset[:, surf] = direction * push[..., None]
