@@ -25,10 +25,19 @@ NORMS = {
 
 # De Greef S, Claes P, Vandermeulen D, Mollemans W, Suetens P, Willems G (2006). Large-scale
 # in-vivo Caucasian facial soft tissue thickness database for craniofacial reconstruction.
-# Forensic Sci Int 159S: S126-S146. Ultrasound, 967 adults (457 M / 510 F). Values here are
-# sex-pooled means (average of the male and female means), rounded to 0.5 mm, mapped to the
-# skeletal landmark of this model that sits under De Greef's measuring point. They were
-# transcribed for this build and should be re-checked against the printed table.
+# Forensic Sci Int 159S: S126-S146. Ultrasound, 52 landmarks, 967 adults (457 M / 510 F).
+# Values here are sex-pooled means (average of the male and female means), rounded to 0.5 mm,
+# mapped to the skeletal landmark of this model that sits under De Greef's measuring point.
+#
+# Verification (2026-11-27): the study design above (ultrasound, 52 landmarks, 967 subjects,
+# 510 women / 457 men, tables by sex, age and BMI) was checked against the paper's abstract
+# (KU Leuven repository record lirias.kuleuven.be/handle/123456789/25805). The per-landmark
+# means could NOT be checked: no copy of the paper's thickness tables was found in the
+# reference corpora searched (documentation, web pages, public code) -- every number below is
+# still the earlier transcription and is UNVERIFIED. They lie within the usual adult ranges
+# (thin over the forehead, nasion and nasal bones, 10-13 mm over the lips and chin, thickest
+# over the molars), which is all that could be said for them here. Whoever has the printed
+# Tables 3-4 should replace them (pooled = (male + female) / 2) and re-run the build.
 DE_GREEF_2006 = {
     # skeletal landmark: (De Greef point, pooled mean thickness mm)
     "supraglabella": ("mid-forehead", 4.5),
@@ -60,6 +69,17 @@ DE_GREEF_2006 = {
 }
 
 
+# skeletal landmarks on the mandible: not used by the similarity fit (the lower face is rebuilt
+# from the mandible, see lower_face.py), but by the warp (warp.py)
+MANDIBLE_POINTS = ("infradentale", "supramentale", "pogonion", "menton", "sub_M2_R", "sub_M2_L",
+                   "gonion_R", "gonion_L")
+
+# vertical soft/hard relations for the similarity fit: z(soft point) - z(bony point) in mm
+# (soft nasion level with the bony nasion; stomion 2 mm above the upper incisal edge, see
+# fit_in_face)
+VERTICAL_PAIRS = {"nasion": 0.0, "upper_incisal_edge": 2.0}
+
+
 def norm_scale(P: dict) -> tuple[np.ndarray, dict]:
     """Per-axis scale (x, y, z) = geometric mean of norm / measured over the measurements on
     that axis. Returns the scale and a report of every measurement."""
@@ -73,26 +93,37 @@ def norm_scale(P: dict) -> tuple[np.ndarray, dict]:
     return s, rep
 
 
-def fit_in_face(skel_pts: dict, skull_v: np.ndarray, mand_v: np.ndarray,
-                head_v: np.ndarray, head_f: np.ndarray, init_t: np.ndarray, crop: dict,
+def fit_in_face(skel_pts: dict, skull_v: np.ndarray, head_v: np.ndarray, head_f: np.ndarray,
+                init_t: np.ndarray, crop: dict, soft_pts: dict, incisal: np.ndarray,
                 scale_bounds=(0.92, 1.08), margin: float = 1.0):
     """Similarity transform x -> s R (x - c) + c + t of the bones (s within ``scale_bounds``)
-    minimising sum_i (thickness_i - table_i)^2 + 100 sum_v max(0, penetration_v + margin)^2.
+    that places the cranium/maxilla in the MRI face. Minimises
 
-    Distances are taken to the CLOSED skin surface of the whole MRI head (so inside/outside is
-    well defined); thickness = distance from the bony landmark to the nearest skin point,
-    negative outside. A landmark / bone vertex counts ("covered") only if its nearest skin
-    point lies on the part kept as the face (in front of the ear cut, between the forehead cut
-    and the image's lower border, which is a flat artificial cap and is excluded)."""
+    * (thickness_i - table_i)^2 over the CRANIAL landmarks of ``DE_GREEF_2006`` (the mandible's
+      region of the face is rebuilt from the bone afterwards, ``lower_face``), thickness = distance
+      from the bony landmark to the nearest skin point;
+    * two vertical soft/hard relations that nearest-point thickness cannot see (it lets the
+      skull slide along the skin): soft nasion at the height of the bony nasion
+      (``VERTICAL_PAIRS``) and stomion 2 mm above the upper incisal edge (rest display of the
+      upper incisor, Vig RG, Brundo GC (1978) J Prosthet Dent 39: 502-504: ~1.9 mm men, 3.4 mm
+      women);
+    * 10 * max(0, penetration + margin)^2 over skull vertices above the subnasale (the upper face
+      keeps the MRI skin; everything lower is rebuilt and pushed out by ``warp``).
+
+    Distances are taken to the CLOSED skin surface of the whole MRI head; a landmark / vertex
+    counts only where its nearest skin point lies on the part kept as the face (in front of the
+    ear cut, between the forehead cut and the image's lower border)."""
     samp = M.SurfaceSampler(head_v, head_f, spacing=0.7)
     q = samp.points
     face_part = (q[:, 1] > crop["y_cut"]) & (q[:, 2] < crop["z_top"]) & \
         (q[:, 2] > crop["z_bottom"])
     edge = ~face_part
-    names = [k for k in DE_GREEF_2006 if k in skel_pts]
+    names = [k for k in DE_GREEF_2006 if k in skel_pts and k not in MANDIBLE_POINTS]
     X = np.array([skel_pts[k] for k in names])
     T = np.array([DE_GREEF_2006[k][1] for k in names])
-    B = np.vstack([skull_v, mand_v])
+    V = np.array([skel_pts["nasion"], incisal])
+    Vt = np.array([soft_pts["soft_nasion"][2] - VERTICAL_PAIRS["nasion"],
+                   soft_pts["stomion"][2] - VERTICAL_PAIRS["upper_incisal_edge"]])
     c0 = X.mean(0)
 
     def apply(p, Y):
@@ -106,16 +137,18 @@ def fit_in_face(skel_pts: dict, skull_v: np.ndarray, mand_v: np.ndarray,
 
     def resid(p):
         th, on_edge = thick(apply(p, X))
-        r1 = np.where(on_edge | below, 0.0, th - T)
-        sb, ib = samp.signed(apply(p, B[near]), cap=25.0)
-        pen = np.where((ib < 0) | edge[ib], 0.0, np.maximum(0.0, sb + margin))
-        return np.concatenate([r1, 10.0 * pen])
+        r1 = np.where(on_edge, 0.0, th - T)
+        r2 = apply(p, V)[:, 2] - Vt
+        sb, ib = samp.signed(apply(p, B), cap=25.0)
+        pen = np.where((ib < 0) | edge[np.maximum(ib, 0)], 0.0, np.maximum(0.0, sb + margin))
+        return np.concatenate([r1, r2, 10.0 * pen])
 
     p0 = np.zeros(7)
-    # landmarks below the image's lower border (chin) have no skin over them
-    below = X[:, 2] + init_t[2] < crop["z_bottom"] + 2.0
-    # bone vertices that can reach the skin during the fit: within 30 mm of it at the start
-    near = np.isfinite(samp.signed(apply(p0, B), cap=30.0)[0])
+    # skull vertices that can reach the upper-face skin during the fit: within 30 mm of it at
+    # the start and above the subnasale
+    B0 = apply(p0, skull_v)
+    near = np.isfinite(samp.signed(B0, cap=30.0)[0]) & (B0[:, 2] > soft_pts["subnasale"][2])
+    B = skull_v[near]
     lo = np.r_[-np.ones(6) * np.inf, np.log(scale_bounds[0])]
     hi = np.r_[np.ones(6) * np.inf, np.log(scale_bounds[1])]
     sol = least_squares(resid, p0, bounds=(lo, hi),
@@ -123,23 +156,15 @@ def fit_in_face(skel_pts: dict, skull_v: np.ndarray, mand_v: np.ndarray,
                         diff_step=1e-3, max_nfev=300)
     p = sol.x
     th, on_edge = thick(apply(p, X))
-    on_edge = on_edge | (apply(p, X)[:, 2] < crop["z_bottom"] + 2.0)
-    sb, ib = samp.signed(apply(p, B), cap=40.0)
-    covered = (ib >= 0) & ~edge[np.maximum(ib, 0)]
     report = {
-        "scale": float(np.exp(p[6])),
+        "scale": round(float(np.exp(p[6])), 4),
         "translation_mm": [round(float(x), 2) for x in init_t + p[3:6]],
+        "rotation_deg": round(float(np.degrees(np.linalg.norm(p[:3]))), 2),
         "cost_evaluations": int(sol.nfev),
-        "rotation_deg": float(np.degrees(np.linalg.norm(p[:3]))),
-        "landmarks": {n: {"table_mm": float(t), "model_mm": round(float(h), 2),
-                          "residual_mm": round(float(h - t), 2), "covered": bool(not e)}
-                      for n, t, h, e in zip(names, T, th, on_edge)},
-        "max_penetration_mm": float(max(0.0, sb[covered].max())),
-        "n_bone_vertices_checked": int(covered.sum()),
+        "landmarks_used": [n for n, e in zip(names, on_edge) if not e],
+        "vertical_residuals_mm": [round(float(x), 2) for x in apply(p, V)[:, 2] - Vt],
+        "mean_abs_residual_mm": round(float(np.abs((th - T)[~on_edge]).mean()), 2),
     }
-    res = np.array([v["residual_mm"] for v in report["landmarks"].values() if v["covered"]])
-    report["mean_abs_residual_mm"] = round(float(np.abs(res).mean()), 2)
-    report["n_landmarks_used"] = int(len(res))
 
     def transform(Y):
         return apply(p, Y)

@@ -32,9 +32,12 @@ import _mesh as M  # noqa: E402
 import _sources as S  # noqa: E402
 import align as AL  # noqa: E402
 import face as FA  # noqa: E402
+import lower_face as LF  # noqa: E402
 import skull as SK  # noqa: E402
+import warp as WP  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "build"
+CLEARANCE = 2.0  # mm of tissue the warp leaves at least over every bone vertex under the face
 
 
 def head_frame(P: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -86,36 +89,68 @@ def main(argv=None) -> int:
     centre = 0.5 * (P_raw["porion_R"] + P_raw["porion_L"])
     bones = {k: {"v": (d["v"] - centre) * sc + centre, "f": d["f"]} for k, d in raw.items()}
     P_sc = SK.eval_landmarks(Lsk, bones)
-    for key, ((a, b), norm, ax) in AL.NORMS.items():
+    for key, ((a, b), _norm, _ax) in AL.NORMS.items():
         meas[key]["scaled_mm"] = round(float(np.linalg.norm(P_sc[a] - P_sc[b])), 1)
     print(f"[skull] scale x/y/z = {sc.round(4)}  ({time.time() - t0:.0f} s)")
 
-    # 2. face
+    # 2. MRI skin (field + closed surface), the face crop and its soft landmarks
     vol, aff = FA.load_mri()
     th = FA.skin_threshold(vol)
-    head = FA.skin_surface(vol, aff, th["valley"])
+    field = FA.skin_field(vol, th["valley"])
+    head = FA.skin_surface(vol, aff, th["valley"], field=field)
     crop_m, crop = FA.crop_face(head)
-    face = FA.remesh(crop_m)
-    Lf, groove = FA.soft_landmarks(crop_m, face)
-    print(f"[face] threshold {th['valley']:.0f} (otsu {th['otsu']:.0f}); "
-          f"{len(face.vertices)} v ({time.time() - t0:.0f} s)")
-    fv, ff = np.asarray(face.vertices), np.asarray(face.faces)
-    Pf = {k: M.bary_point(fv, ff, d["face"], d["bary"]) for k, d in Lf.items()}
+    L0, _ = FA.soft_landmarks(crop_m, crop_m)
+    cv, cf = np.asarray(crop_m.vertices), np.asarray(crop_m.faces)
+    P0 = {k: M.bary_point(cv, cf, d["face"], d["bary"]) for k, d in L0.items()}
+    print(f"[mri] threshold {th['valley']:.0f} (otsu {th['otsu']:.0f}) ({time.time() - t0:.0f} s)")
 
-    # 3. skull into face: start with nasion 6.5 mm behind soft nasion, then optimise
-    init_t = Pf["soft_nasion"] - np.array([0, 6.5, 0]) - P_sc["nasion"]
+    # 3. similarity: cranium/maxilla into the MRI face (nasion 6.5 mm behind soft nasion first)
+    init_t = P0["soft_nasion"] - np.array([0, 6.5, 0]) - P_sc["nasion"]
     hv, hf = np.asarray(head.vertices), np.asarray(head.faces)
-    tf, fit = AL.fit_in_face(P_sc, bones["skull"]["v"], bones["mandible"]["v"], hv, hf,
-                             init_t, crop)
+    tf, fit = AL.fit_in_face(P_sc, bones["skull"]["v"], hv, hf, init_t, crop, P0,
+                             P_sc["upper_incisal_edge"])
     for k in bones:
         bones[k]["v"] = tf(bones[k]["v"])
-    print(f"[align] scale {fit['scale']:.4f}, mean |res| {fit['mean_abs_residual_mm']} mm, "
-          f"max penetration {fit['max_penetration_mm']:.2f} mm ({time.time() - t0:.0f} s)")
+    P_b = SK.eval_landmarks(Lsk, bones)
+    print(f"[align] scale {fit['scale']:.4f}, rotation {fit['rotation_deg']} deg, upper-face mean "
+          f"|res| {fit['mean_abs_residual_mm']} mm ({time.time() - t0:.0f} s)")
 
-    # 4. mouth slit, head frame
-    fv2, ff2, lip_up, lip_lo = FA.cut_mouth(face, Lf, groove)
-    P_all = SK.eval_landmarks(Lsk, bones)
-    R, o = head_frame(P_all)
+    # 4. one face surface: MRI skin above, the mandible's soft-tissue envelope below
+    axis = (0.5 * (P_b["condylion_R"][0] + P_b["condylion_L"][0]), crop["y_cut"],
+            P0["subnasale"][2] - 6.0)
+    anchors = LF.jaw_anchors(bones["mandible"]["v"], P_b, AL.DE_GREEF_2006)
+    dense, lower, _ = LF.build(field, aff, th["valley"], bones["mandible"]["v"], axis,
+                               crop["z_top"], crop["z_bottom"], anchors)
+    face = FA.remesh(dense)
+    Lf, _ = FA.soft_landmarks(dense, face, x_chin=float(P_b["pogonion"][0]))
+    fv, ff = np.asarray(face.vertices), np.asarray(face.faces)
+    print(f"[face] dense {len(dense.vertices)} v -> {len(fv)} v ({time.time() - t0:.0f} s)")
+
+    # 5. undo the similarity's scale so the bones keep the craniometric norms (the face is
+    #    scaled by 1 / s instead, about the mid-porion point), then warp the face: thickness at
+    #    the table landmarks, >= 2 mm cover over every bone vertex under the face
+    k_s = 1.0 / fit["scale"]
+    o_s = 0.5 * (P_b["porion_R"] + P_b["porion_L"])
+    for k in bones:
+        bones[k]["v"] = k_s * (bones[k]["v"] - o_s) + o_s
+    fv = k_s * (fv - o_s) + o_s
+    P_b = SK.eval_landmarks(Lsk, bones)
+    names = [k for k in AL.DE_GREEF_2006 if k in P_b]
+    lm_pts = np.array([P_b[k] for k in names])
+    lm_table = np.array([AL.DE_GREEF_2006[k][1] for k in names])
+    bone_v = np.vstack([bones["skull"]["v"], bones["mandible"]["v"]])
+    fv_w, _, warp_log = WP.warp_face(fv, ff, [], lm_pts, lm_table, bone_v, clearance=CLEARANCE)
+    smooth = WP.smoothness(fv, fv_w, ff)
+    print(f"[warp] {warp_log[-1]}; {smooth} ({time.time() - t0:.0f} s)")
+
+    # 6. mouth slit on the warped face (groove through the warped cheilions and stomion)
+    Pw = {k: M.bary_point(fv_w, ff, d["face"], d["bary"]) for k, d in Lf.items()}
+    groove = np.array([Pw[k][[0, 2]] for k in ("cheilion_R", "stomion", "cheilion_L")])
+    groove = groove[np.argsort(groove[:, 0])]
+    fv2, ff2, lip_up, lip_lo = FA.cut_mouth(M.to_trimesh(fv_w, ff), Lf, groove)
+
+    # 7. head frame (rigid)
+    R, o = head_frame(P_b)
     for k in bones:
         bones[k]["v"] = (bones[k]["v"] - o) @ R.T
     fv2 = (fv2 - o) @ R.T
@@ -125,6 +160,8 @@ def main(argv=None) -> int:
     tmj = SK.tmj_centres(bones["mandible"], Lsk)
     gap = condyle_gap(bones["skull"]["v"], bones["skull"]["f"], bones["mandible"]["v"],
                       bones["mandible"]["f"], Lsk)
+    checks = final_checks(meshes, P, lip_up, lip_lo)
+    print(json.dumps(checks, indent=1))
 
     np.savez_compressed(
         OUT / "head_geometry.npz",
@@ -168,17 +205,79 @@ def main(argv=None) -> int:
             "skin_threshold": th,
             "face_crop_mri_world": {k: round(float(v), 2) for k, v in crop.items()},
             "fit": fit,
+            "lower_face": lower,
+            "warp": {"passes": warp_log, "smoothness": smooth, "clearance_mm": CLEARANCE},
+            "checks": checks,
             "condyle_seating": seat,
             "condyle_fossa": gap,
             "mouth_slit_edges": int(len(lip_up) - 1),
+            "runtime_s": round(time.time() - t0, 1),
         },
     }
     (OUT / "landmarks.json").write_text(json.dumps(doc, indent=1))
-    print(json.dumps(doc["build"], indent=1))
     if not args.no_render:
         render(meshes, P, OUT / "head_geometry.png")
     print(f"done in {time.time() - t0:.0f} s")
+    # the build's targets (figures above and in landmarks.json -> build.checks)
+    assert not checks["target_failures"], "; ".join(checks["target_failures"])
+    print("all targets met: every table landmark covered, bone penetration 0, manifold face "
+          "with one outline and the mouth slit")
     return 0
+
+
+def final_checks(meshes, P, lip_up, lip_lo) -> dict:
+    """Figures of the final geometry (head frame, mm) and the build's targets (listed in
+    ``target_failures`` when missed; ``main`` asserts there are none): every bone vertex under
+    the face is inside the skin (penetration 0), every table landmark is covered by the face,
+    the face is one manifold surface with one outline plus the mouth slit, and all named
+    landmarks exist."""
+    fv, ff = meshes["face"]["v"], meshes["face"]["f"]
+    names_all = [k for k in AL.DE_GREEF_2006 if k in P]
+    pts = np.array([P[k] for k in names_all])
+    th, _, _, ok = WP.cover(fv, ff, pts)
+    table = np.array([AL.DE_GREEF_2006[k][1] for k in names_all])
+    res = {k: {"table_mm": float(t), "model_mm": round(float(h), 2),
+               "residual_mm": round(float(h - t), 2), "covered": bool(c)}
+           for k, t, h, c in zip(names_all, table, th, ok)}
+    bone = np.vstack([meshes["skull"]["v"], meshes["mandible"]["v"]])
+    tb, _, _, okb = WP.cover(fv, ff, bone)
+    loops = M.boundary_loops(ff)
+    lens = sorted(len(lp) for lp in loops)
+    out = {
+        "per_landmark": res,
+        "mean_abs_residual_mm": round(float(np.abs(th - table)[ok].mean()), 2),
+        "max_abs_residual_mm": round(float(np.abs(th - table)[ok].max()), 2),
+        "landmarks_covered": int(ok.sum()), "landmarks_in_table": int(len(ok)),
+        "max_penetration_mm": round(float(max(0.0, -tb[okb].min())), 3),
+        "min_bone_cover_mm": round(float(tb[okb].min()), 2),
+        "bone_vertices_under_face": int(okb.sum()),
+        "face_boundary_loops": len(loops), "face_boundary_loop_lengths": lens,
+        "face_nonmanifold_edges": M.nonmanifold_edge_count(ff),
+        "mouth_slit_vertices": [int(len(lip_up)), int(len(lip_lo))],
+    }
+    want_skel = ("nasion", "glabella", "orbitale_R", "orbitale_L", "porion_R", "porion_L",
+                 "zygion_R", "zygion_L", "anterior_nasal_spine", "prosthion", "infradentale",
+                 "pogonion", "gnathion", "menton", "gonion_R", "gonion_L", "condylion_R",
+                 "condylion_L")
+    want_soft = ("soft_nasion", "pronasale", "subnasale", "labrale_superius", "labrale_inferius",
+                 "stomion", "soft_pogonion", "soft_gnathion", "soft_menton", "exocanthion_R",
+                 "exocanthion_L", "endocanthion_R", "endocanthion_L", "cheilion_R", "cheilion_L")
+    missing = [k for k in want_skel + want_soft if k not in P]
+    fails = []
+    if missing:
+        fails.append(f"landmarks missing: {missing}")
+    if out["landmarks_covered"] != out["landmarks_in_table"]:
+        fails.append("table landmarks without skin over them: "
+                     f"{[k for k, c in zip(names_all, ok) if not c]}")
+    if out["max_penetration_mm"] > 0.0:
+        fails.append(f"bone pokes through the skin by {out['max_penetration_mm']} mm")
+    if out["face_nonmanifold_edges"]:
+        fails.append("the face has non-manifold edges")
+    # one outer boundary; the slit is an inner loop (upper + lower lip boundary)
+    if len(loops) != 2:
+        fails.append(f"face boundary loops: {lens} (want the outline and the mouth slit)")
+    out["target_failures"] = fails
+    return out
 
 
 def render(meshes, P, path):

@@ -8,8 +8,9 @@ Steps (all in the image's world frame, mm, RAS+ from the NIfTI affine):
    the mouth cavity give no inner surfaces; marching cubes at the threshold; affine to world mm;
    largest component;
 3. crop to the face (in front of the ears, forehead to the lower border of the image -- the
-   image stops about 10 mm below the lower lip, so the chin is NOT covered);
-4. remesh to ~10k nearly uniform triangles (pyacvd clustering) and Taubin smoothing;
+   image stops about 10 mm below the lower lip, so the MRI has NO chin: lower_face.py adds it);
+4. (build_geometry + lower_face) the face is re-sampled as one ray-graph surface with the chin
+   rebuilt from the mandible; ``remesh`` decimates it to ~10k vertices;
 5. soft-tissue landmarks by rules on the midline profile and the front depth map;
 6. a slit along the stomion line so the lips can part (see ``cut_mouth``).
 """
@@ -47,9 +48,10 @@ def skin_threshold(vol: np.ndarray) -> dict:
             "valley": float(edges[val] + 1), "otsu": float(threshold_otsu(vol))}
 
 
-def skin_surface(vol, aff, level, sigma=1.0):
-    from skimage import measure
-
+def skin_field(vol, level, sigma=1.0):
+    """The smoothed intensity with the head's interior forced above ``level`` (no nostril,
+    airway or mouth-cavity surfaces) and the lower image border closed: its ``level`` set is
+    the skin."""
     ds = ndimage.gaussian_filter(vol, sigma)
     mask = ds > level
     lab, _ = ndimage.label(mask)
@@ -61,7 +63,18 @@ def skin_surface(vol, aff, level, sigma=1.0):
                                                               r + 1:-r - 1]
     inner = ndimage.binary_erosion(ndimage.binary_fill_holes(closed), iterations=r + 1)
     v2 = np.where(inner, np.maximum(ds, level + 50), ds)
+    # only the head: everything outside its (dilated) component stays below the level (the mean
+    # image has faint ghost blobs in front of the eyes that rays would otherwise hit)
+    keep = ndimage.binary_dilation(mask | inner, iterations=2)
+    v2 = np.where(keep, v2, np.minimum(v2, level - 1.0))
     v2[:, :, 0] = 0  # close the lower image border
+    return v2
+
+
+def skin_surface(vol, aff, level, sigma=1.0, field=None):
+    from skimage import measure
+
+    v2 = skin_field(vol, level, sigma) if field is None else field
     v, f, _, _ = measure.marching_cubes(v2, level, step_size=1)
     v = v @ aff[:3, :3].T + aff[:3, 3]
     m = M.basic_clean(M.to_trimesh(v, f[:, ::-1]), keep_largest=True)
@@ -89,44 +102,23 @@ def crop_face(m: trimesh.Trimesh) -> tuple[trimesh.Trimesh, dict]:
 
 
 def remesh(m: trimesh.Trimesh, n_vertices=10000, taubin_iters=10):
-    import pyacvd
-    import pyvista as pv
+    """Quadric-error decimation (fast-simplification) of the dense ray-graph surface to about
+    ``n_vertices``, then Taubin smoothing. Decimation keeps the input's topology: one manifold
+    disc with one boundary loop (clustering remeshers such as pyacvd leave bow-tie vertices and
+    small holes along an open boundary). Triangles are denser where the face is curved (nose,
+    lips, eyes) and coarser on the forehead and cheeks."""
+    import fast_simplification
 
-    pm = pv.PolyData(np.asarray(m.vertices), np.hstack(
-        [np.full((len(m.faces), 1), 3), m.faces]).ravel())
-    cl = pyacvd.Clustering(pm)
-    cl.subdivide(2)
-    cl.cluster(n_vertices)
-    out = cl.create_mesh()
-    f = out.faces.reshape(-1, 4)[:, 1:]
-    r = M.basic_clean(M.to_trimesh(np.asarray(out.points), f), keep_largest=True)
-    # drop faces with a non-manifold edge or a sliver, then re-take the largest piece
-    r = _drop_bad(r)
+    v, f = fast_simplification.simplify(
+        np.asarray(m.vertices, np.float32), np.asarray(m.faces, np.int32),
+        target_reduction=1.0 - n_vertices / len(m.vertices))
+    r = M.basic_clean(M.to_trimesh(np.asarray(v, float), np.asarray(f)), keep_largest=True)
     trimesh.smoothing.filter_taubin(r, lamb=0.5, nu=-0.53, iterations=taubin_iters)
     # orient outward (away from the head centre, which lies behind the face)
     c = np.asarray(r.vertices).mean(0) - np.array([0, 80.0, 0])
     if np.mean(np.einsum("nd,nd->n", r.face_normals, r.triangles_center - c)) < 0:
         r.invert()
     return r
-
-
-def _drop_bad(m):
-    for _ in range(3):
-        f = np.asarray(m.faces)
-        e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-        _, inv, cnt = np.unique(e, axis=0, return_inverse=True, return_counts=True)
-        bad_e = (cnt[inv.ravel()] > 2).reshape(3, -1).T.any(1)
-        t = m.triangles
-        ln = np.linalg.norm(t - np.roll(t, 1, axis=1), axis=2)
-        q = 4 * np.sqrt(3) * m.area_faces / np.maximum((ln ** 2).sum(1), 1e-12)
-        keep = ~bad_e & (q > 0.05)
-        if keep.all():
-            break
-        m = m.copy()
-        m.update_faces(keep)
-        m.remove_unreferenced_vertices()
-        m = max(m.split(only_watertight=False), key=lambda p: p.area)
-    return m
 
 
 # ------------------------------------------------------------------------------- landmarks
@@ -172,9 +164,11 @@ def _concavity(prof, zwin, step=1.0):
     return p[k], int(ids[k])
 
 
-def soft_landmarks(hi: trimesh.Trimesh, m: trimesh.Trimesh) -> tuple[dict, np.ndarray]:
-    """Rules on the dense marching-cubes surface ``hi`` (sharper profile); each point is then
-    snapped to the remeshed face ``m`` as (face, barycentric)."""
+def soft_landmarks(hi: trimesh.Trimesh, m: trimesh.Trimesh,
+                   x_chin: float | None = None) -> tuple[dict, np.ndarray]:
+    """Rules on the dense surface ``hi`` (sharper profile); each point is then snapped to the
+    remeshed face ``m`` as (face, barycentric). ``x_chin``: x of the chin's midline (the bony
+    midline; the MRI face is not symmetric); when given, the chin points are added."""
     v = np.asarray(hi.vertices)
     pts = {}
     prn_v = int(np.argmax(v[:, 1]))
@@ -199,6 +193,24 @@ def soft_landmarks(hi: trimesh.Trimesh, m: trimesh.Trimesh) -> tuple[dict, np.nd
     pts["stomion"] = st
     li = _pick(prof, [0, 1, 0], (max(st[2] - 8, v[:, 2].min() + 2), st[2] - 1))[0]
     pts["labrale_inferius"] = li
+    if x_chin is not None:
+        # chin, on the midline section through the bony chin (front outline: within 70 mm
+        # behind the nose tip): sublabiale = deepest point 4-25 mm below labrale inferius;
+        # soft pogonion = most anterior point within 30 mm below it; soft menton = lowest point
+        # within 35 mm behind soft pogonion; soft gnathion = the outline point farthest along
+        # (0, 1, -1) between the two (Farkas 1994 definitions)
+        pc, ic = M.section_profile(hi, x_chin)
+        sel = pc[:, 1] > v[prn_v, 1] - 70
+        cprof = (pc[sel], ic[sel])
+        sl = _pick(cprof, [0, -1, 0], (li[2] - 25, li[2] - 4))[0]
+        pts["sublabiale"] = sl
+        pg = _pick(cprof, [0, 1, 0], (sl[2] - 30, sl[2] - 3))[0]
+        pts["soft_pogonion"] = pg
+        p2, i2 = cprof
+        near = p2[:, 1] > pg[1] - 35
+        me = _pick((p2[near], i2[near]), [0, 0, -1], (-1e9, pg[2]))[0]
+        pts["soft_menton"] = me
+        pts["soft_gnathion"] = _pick(cprof, [0, 1, -1], (me[2], pg[2]))[0]
     # mouth corners: the mean face shows no commissures, so they are placed at the adult mean
     # half mouth width, 25 mm (ch-ch ~ 50 mm, Farkas LG, Anthropometry of the Head and Face,
     # 1994), 2 mm above the stomion, projected onto the skin from the front

@@ -95,6 +95,24 @@ def _prof_extreme(prof, d, zwin, ywin=(-1e9, 1e9)):
     return p[k], ids[k]
 
 
+def _front_concavity(prof, zwin, step=0.5):
+    """Deepest point of the FRONT outline of a midline profile within zwin: per height bin the
+    most anterior profile point, then the most posterior of those (the section also holds the
+    lingual / nasal-floor outlines behind, which a plain 'most posterior' would pick)."""
+    p, ids = prof
+    best = None
+    for z in np.arange(zwin[0], zwin[1], step):
+        sel = np.nonzero((p[:, 2] >= z) & (p[:, 2] < z + step) & (p[:, 1] > 40))[0]
+        if len(sel) == 0:
+            continue
+        k = sel[np.argmax(p[sel, 1])]
+        if best is None or p[k, 1] < p[best, 1]:
+            best = k
+    if best is None:
+        raise RuntimeError(f"empty profile window z{zwin}")
+    return p[best], ids[best]
+
+
 def _vert_extreme(v, d, mask):
     idx = np.nonzero(mask)[0]
     if len(idx) == 0:
@@ -160,8 +178,12 @@ def skeletal_landmarks(sk: dict, md: dict) -> dict:
     put_p("anterior_nasal_spine", "skull", ans_f, ans_p)
     pr_p, pr_f = _prof_extreme(ps, A, (498, 506), (60, 1e9))
     put_p("prosthion", "skull", pr_f, pr_p)
-    a_p, a_f = _prof_extreme(ps, [0, -1, 0], (pr_p[2] + 2, ans_p[2] - 2), (60, 1e9))
+    a_p, a_f = _front_concavity(ps, (pr_p[2] + 2, ans_p[2] - 2))
     put_p("subspinale", "skull", a_f, a_p)
+    # upper incisal edge: lowest skull vertex within 5 mm of the midline, at most 12 mm behind
+    # and 15 mm below prosthion (the tips of the central incisors)
+    put_v("upper_incisal_edge", "skull", _vert_extreme(
+        vs, [0, 0, -1], (np.abs(vs[:, 0]) < 5) & (vs[:, 1] > pr_p[1] - 12) & (vs[:, 2] > pr_p[2] - 15)))
     # --- midline, mandible
     ztop = pm[0][:, 2].max()  # lower incisal edge in the midline
     zmin = vm[:, 2].min()
@@ -169,7 +191,7 @@ def skeletal_landmarks(sk: dict, md: dict) -> dict:
     put_p("infradentale", "mandible", id_f, id_p)
     pg_p, pg_f = _prof_extreme(pm, A, (zmin + 3, zmin + 16), (60, 1e9))
     put_p("pogonion", "mandible", pg_f, pg_p)
-    b_p, b_f = _prof_extreme(pm, [0, -1, 0], (pg_p[2] + 3, id_p[2] - 3), (60, 1e9))
+    b_p, b_f = _front_concavity(pm, (pg_p[2] + 3, id_p[2] - 3))
     put_p("supramentale", "mandible", b_f, b_p)
     me_p, me_f = _prof_extreme(pm, [0, 0, -1], (zmin - 1, zmin + 10), (55, 1e9))
     put_p("menton", "mandible", me_f, me_p)
