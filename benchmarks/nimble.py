@@ -2,10 +2,14 @@
 
 Model: the embedded default hand (25,047 vertices, 25 joints, 11 shape components) with
 NIMBLE-size pose correctives added (171 features, random, 0.1 mm scale) so that both sides
-compute every NIMBLE term. Reference ("official style", written from the formulas in
-DESIGN.md §4, not from NIMBLE's code): separate shape and pose contractions, joints
-regressed from the bone vertices every call, a Python loop over the 25 joints with 4x4
-matrices, and dense per-vertex transforms ``(B, 4, 4, V)`` for skinning.
+compute every NIMBLE term. Reference ("official style": the computation pattern of the
+published NIMBLE layer, written here from its description, without the collision fix-up):
+de-normalised beta against the flattened ``(K, 3V)`` basis with the template repeated per
+sample, joints regressed from the bone vertices every call, ``R - I`` pose features against
+``all_pbs (V, 3, 171)``, a Python loop over the 25 joints with 4x4 matrices (identity
+rotations repeated for the fingertip joints), a second loop filling the ``(B, 4, 4, J)``
+relative transforms, and skinning with the ``(V, J)`` weights repeated per sample into
+per-vertex transforms ``(B, 4, 4, V)``.
 Prints times (reference / layer = speed-up), max abs difference, and peak memory of one
 forward+backward in a child process. Run: ``python benchmarks/nimble.py [--quick]``.
 """
@@ -41,9 +45,12 @@ def build() -> tuple[Nimble, dict[str, torch.Tensor]]:
     data = replace(data, pose_basis=pose_basis, pose_feature_joints=list(BONE_TO_JOINT[1:]))
     layer = Nimble(data)
     bones = data.tissue("bones")
+    shape = data.spaces["shape"].float()  # (K, V, 3), for normalised beta
     dense = {
         "template": data.template.float(),
-        "shape": data.spaces["shape"].float(),  # (K, V, 3)
+        "shape_basis": shape.reshape(shape.shape[0], -1),  # (K, 3V) vertex-major like the official file
+        "shape_std": torch.ones(shape.shape[0]),
+        "shape_mean": torch.zeros(shape.shape[0]),
         "pbs": pose_basis.permute(1, 2, 0).contiguous(),  # (V, 3, 171) like all_pbs
         "jreg_bone": data.joint_regressor.to_dense().float()[:, : bones.stop],
         "sw": data.skinning_weights.to_dense().float(),
@@ -51,34 +58,43 @@ def build() -> tuple[Nimble, dict[str, torch.Tensor]]:
     return layer, dense
 
 
+def _homogeneous(rot: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=rot.dtype).expand(rot.shape[0], 1, 4)
+    return torch.cat([torch.cat([rot, t], 2), bottom], 1)
+
+
 def official_style(pose: torch.Tensor, beta: torch.Tensor, m: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The NIMBLE layer's published computation pattern (see the module docstring)."""
     batch = pose.shape[0]
-    v_shaped = m["template"] + torch.einsum("bk,kvc->bvc", beta, m["shape"])
-    n_bone = m["jreg_bone"].shape[1]
-    joints = torch.einsum("jv,bvc->bjc", m["jreg_bone"], v_shaped[:, :n_bone])
+    num_v, num_j = m["template"].shape[0], m["sw"].shape[1]
+    # shape: de-normalise beta, one matmul against the flattened basis, template repeated per sample
+    real = beta * m["shape_std"] + m["shape_mean"]
+    v_shaped = (m["shape_basis"].t() @ real.t()).view(num_v, 3, batch).permute(2, 0, 1) \
+        + m["template"].unsqueeze(0).repeat(batch, 1, 1)
+    joints = torch.matmul(m["jreg_bone"], v_shaped[:, : m["jreg_bone"].shape[1]])  # (B, J, 3)
+    # pose: all bone rotations, R - I of bones 1..19 as the corrective features
     bone_r = axis_angle_to_matrix(pose)  # (B, 20, 3, 3)
     eye = torch.eye(3)
-    feats = (bone_r[:, 1:] - eye).reshape(batch, -1)
-    v_posed = v_shaped + torch.einsum("vcp,bp->bvc", m["pbs"], feats)
-    joint_r = [eye.expand(batch, 3, 3)] * len(NIMBLE_PARENTS)
-    for b, j in enumerate(BONE_TO_JOINT):
-        joint_r[j] = bone_r[:, b]
-    world: list[torch.Tensor] = []
-    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(batch, 1, 4)
-    for j, p in enumerate(NIMBLE_PARENTS):
-        t = joints[:, j] - (joints[:, p] if p >= 0 else 0.0)
-        local = torch.cat([torch.cat([joint_r[j], t[:, :, None]], 2), bottom], 1)
-        world.append(local if p < 0 else world[p] @ local)
-    rel = []
-    for j in range(len(NIMBLE_PARENTS)):
-        g = world[j]
-        t = g[:, :3, 3] - (g[:, :3, :3] @ joints[:, j, :, None])[..., 0]
-        rel.append(torch.cat([torch.cat([g[:, :3, :3], t[:, :, None]], 2), bottom], 1))
-    transforms = torch.stack(rel, 1)  # (B, J, 4, 4)
-    per_vertex = torch.einsum("bjmn,vj->bmnv", transforms, m["sw"])  # (B, 4, 4, V)
-    homo = torch.cat([v_posed, torch.ones_like(v_posed[..., :1])], 2).permute(0, 2, 1)  # (B, 4, V)
-    out = (per_vertex * homo[:, None]).sum(2)  # (B, 4, V)
-    return out[:, :3].permute(0, 2, 1)
+    pose_map = (bone_r[:, 1:] - eye).reshape(batch, -1)  # (B, 171)
+    v_posed = v_shaped + torch.matmul(m["pbs"], pose_map.t()).permute(2, 0, 1)
+    # kinematic chain: a Python loop over the joints with 4x4 matrices
+    joint_to_bone = {j: b for b, j in enumerate(BONE_TO_JOINT)}
+    chain = [_homogeneous(bone_r[:, 0], joints[:, 0, :, None])]
+    for j in range(1, num_j):
+        rot = bone_r[:, joint_to_bone[j]] if j in joint_to_bone else eye.repeat(batch, 1, 1)
+        parent = NIMBLE_PARENTS[j]
+        chain.append(torch.matmul(chain[parent], _homogeneous(rot, (joints[:, j] - joints[:, parent])[:, :, None])))
+    rel = torch.zeros(batch, 4, 4, num_j)
+    for j in range(num_j):
+        homo_j = torch.cat([joints[:, j], torch.zeros(batch, 1)], 1)[:, :, None]
+        moved = torch.bmm(chain[j], homo_j)  # (B, 4, 1)
+        rel[:, :, :, j] = chain[j] - torch.cat([torch.zeros(batch, 4, 3), moved], 2)
+    # skinning: weights repeated per sample, per-vertex 4x4 transforms (B, 4, 4, V)
+    weights = m["sw"].unsqueeze(0).repeat(batch, 1, 1)  # (B, V, J)
+    per_vertex = torch.einsum("bijk,bkt->bijt", rel, weights.permute(0, 2, 1))
+    homo = torch.cat([v_posed.transpose(2, 1), torch.ones(batch, 1, num_v)], 1)  # (B, 4, V)
+    out = (per_vertex * homo.unsqueeze(1)).sum(2).transpose(2, 1)
+    return out[:, :, :3]
 
 
 def setup(batch: int) -> tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor],

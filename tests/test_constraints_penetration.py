@@ -57,6 +57,9 @@ def test_bone_overlap_depth() -> None:
     posed = bones.clone()
     posed[parts == 1] -= torch.tensor([4.0, 0.0, 0.0], dtype=DT)
     depth = pen.depths(posed[None]).bone_bone[0]
+    pairs = pen.bone_pair_distances(posed[None])[0]  # (n, 2): to part 0, to part 1
+    assert torch.equal(pairs.amin(1), pen.distances(posed[None])["bone_bone"][0])
+    assert bool(torch.isinf(pairs[parts == 0, 0]).all()) and bool(torch.isinf(pairs[parts == 1, 1]).all())
     assert abs(float(depth.max()) - 2.0) < 0.25  # facets and grid interpolation
     deepest = int(depth.argmax())
     expect = 5.0 - float((posed[deepest] - (torch.zeros(3, dtype=DT) if parts[deepest] == 1 else

@@ -136,6 +136,7 @@ class TissuePenetration:
         self._bone_queries = self._pad(others, rest.shape[0])
 
         self.skin_surface: torch.Tensor | None = None
+        self.skin_faces: torch.Tensor | None = None
         self.muscle_surface: torch.Tensor | None = None
         self.muscle_faces: torch.Tensor | None = None
         if skin_vertices is not None and skin_faces is not None:
@@ -150,6 +151,7 @@ class TissuePenetration:
                    bone_neighbours: int) -> None:
         """Skin surface vertices vs their nearest bones; surface neighbourhood for the fix-up."""
         self.skin_surface = _surface_ids(faces, surface)
+        self.skin_faces = faces
         self._skin_queries = self._nearest_parts(vertices[self.skin_surface], bone_neighbours)
         n = vertices.shape[0]
         rows = torch.cat([faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 1], faces[:, 2], faces[:, 0]])
@@ -210,19 +212,34 @@ class TissuePenetration:
         mat = fit[:, :, :3].transpose(-1, -2)
         return mat, fit[:, :, 3], torch.linalg.det(mat).abs().clamp(min=1e-12) ** (1 / 3)
 
-    def _to_bones(self, points: torch.Tensor, frames: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                  queries: _PartQueries) -> torch.Tensor:
-        """Signed distance ``(B, n)`` of each query point to the nearest of its tested bones."""
+    def _sample_parts(self, points: torch.Tensor, frames: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                      queries: _PartQueries) -> torch.Tensor:
+        """Signed distance ``(B, P, L)`` of the padded query points of each bone to that bone."""
         mat, shift, scale = frames
-        batch = points.shape[0]
-        padded = torch.cat([points, points.new_zeros(batch, 1, 3)], 1)
+        padded = torch.cat([points, points.new_zeros(points.shape[0], 1, 3)], 1)
         pts = padded[:, queries.index]  # (B, P, L, 3)
         local = torch.einsum("bpij,bplj->bpli", torch.linalg.inv(mat), pts - shift[:, :, None])
         sd = sample_sdf_grids(self.grids, self.lower, self.upper, local.transpose(0, 1)).transpose(0, 1)
-        sd = sd * scale[..., None]  # (B, P, L)
+        return sd * scale[..., None]
+
+    def _to_bones(self, points: torch.Tensor, frames: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                  queries: _PartQueries) -> torch.Tensor:
+        """Signed distance ``(B, n)`` of each query point to the nearest of its tested bones."""
+        sd = self._sample_parts(points, frames, queries)
+        batch = points.shape[0]
         out = points.new_full((batch, queries.num_queries + 1), float("inf"))
         idx = queries.index.reshape(1, -1).expand(batch, -1)
         out = out.scatter_reduce(1, idx, sd.reshape(batch, -1), reduce="amin", include_self=True)
+        return out[:, :-1]
+
+    def bone_pair_distances(self, bones: torch.Tensor) -> torch.Tensor:
+        """Signed distance ``(B, n_b, P)`` of every bone vertex to every other bone (``+inf``
+        for its own), e.g. to tell articulating neighbours from other contacts."""
+        sd = self._sample_parts(bones, self.bone_frames(bones), self._bone_queries)  # (B, P, L)
+        batch, parts = bones.shape[0], self.num_parts
+        out = bones.new_full((batch, bones.shape[1] + 1, parts), float("inf"))
+        col = torch.arange(parts, device=bones.device)[:, None].expand_as(self._bone_queries.index)
+        out[:, self._bone_queries.index.reshape(-1), col.reshape(-1)] = sd.reshape(batch, -1)
         return out[:, :-1]
 
     def distances(
@@ -300,16 +317,19 @@ class TissuePenetration:
         muscles: torch.Tensor | None = None,
         *,
         margin: float = 0.5,
-        iterations: int = 3,
+        iterations: int = 6,
         smoothing: int = 2,
     ) -> torch.Tensor:
         """Skin ``(B, n_s, 3)`` with its surface vertices moved out of muscles and bones.
 
-        Each surface vertex closer than ``margin`` to (or inside) a muscle is moved to the
-        closest muscle point plus ``margin`` along the surface normal; one inside a bone
-        is moved along the bone's distance gradient until it is ``margin`` outside. The moves
-        are spread to untouched neighbours (``smoothing`` rings of averaging) so no spikes form;
-        repeated ``iterations`` times. Vectorised over the batch; no gradient.
+        A surface vertex closer than ``margin`` to (or inside) a muscle moves to the closest
+        muscle point plus ``margin`` along the normal there (or, where that would drive it into
+        a bone, along the bone's normal); one too close to a bone moves along the bone's
+        distance gradient by its missing clearance (the sum of both moves where it is too close
+        to both). The moves are spread to untouched neighbours (``smoothing`` rings of
+        averaging) so no spikes form; repeated up to ``iterations`` times. Vectorised over the
+        batch; no gradient. NIMBLE instead moves skin vertices along their own normal, which
+        goes the wrong way where skinning has folded the skin.
         """
         if iterations < 1 or smoothing < 0:
             raise ParameterError(f"iterations must be >= 1 and smoothing >= 0, got {iterations}, {smoothing}.")
@@ -320,22 +340,26 @@ class TissuePenetration:
         frames = self.bone_frames(bones)
         surf = self.skin_surface
         for _ in range(iterations):
-            offset = torch.zeros_like(skin)
             with torch.enable_grad():
                 pts = skin[:, surf].requires_grad_()
-                sd = self._to_bones(pts, frames, self._skin_queries)
-                (grad,) = torch.autograd.grad(sd.clamp(max=1e6).sum(), pts)
-            sd = sd.detach()
-            push = (margin - sd).clamp(min=0).nan_to_num(posinf=0.0)
-            direction = grad / grad.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-            offset[:, surf] = direction * push[..., None]
+                sd_bone = self._to_bones(pts, frames, self._skin_queries)
+                (grad,) = torch.autograd.grad(sd_bone.clamp(max=1e6).sum(), pts)
+            bone_n = grad / grad.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            offset = torch.zeros_like(skin)
+            offset[:, surf] = bone_n * (margin - sd_bone.detach()).clamp(min=0).nan_to_num(posinf=0.0)[..., None]
             if muscles is not None and self.muscle_faces is not None:
                 sub = surf[self.skin_near_muscle]
                 res = signed_distance_to_faces(skin[:, sub], muscles.detach(), self.muscle_faces,
                                                self.muscle_candidates)
-                inside = (res.distance < margin)[..., None]
-                target = res.closest + margin * res.normal - skin[:, sub]
-                offset[:, sub] = torch.where(inside, offset[:, sub] + target, offset[:, sub])
+                # to the closest muscle point, then margin along the normal there; where that
+                # would drive the vertex into a bone (a muscle lying in the bone), leave the
+                # muscle the other way, along the bone's normal
+                step = res.closest - skin[:, sub] + margin * res.normal
+                near_n = bone_n[:, self.skin_near_muscle]
+                near_sd = sd_bone.detach()[:, self.skin_near_muscle]
+                conflict = ((step * near_n).sum(-1) < 0) & (near_sd < step.norm(dim=-1) + margin)
+                step = torch.where(conflict[..., None], near_n * (margin - res.distance)[..., None], step)
+                offset[:, sub] += torch.where((res.distance < margin)[..., None], step, torch.zeros_like(step))
             moved = offset.norm(dim=-1, keepdim=True) > 0
             if not bool(moved.any()):
                 break

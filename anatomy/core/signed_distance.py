@@ -58,13 +58,19 @@ def winding_number(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Te
     step = max(1, _CHUNK_PAIRS // max(1, faces.shape[0]))
     with torch.no_grad():
         for b in range(points.shape[0]):
-            tri = vertices[b, faces]  # (F, 3, 3)
+            # planar (x, y, z) rows of the three corners: (9, F); small trailing axes are slow in torch
+            corners = vertices[b, faces].permute(1, 2, 0).reshape(9, 1, -1)
             for s in range(0, points.shape[1], step):
-                rel = tri[None] - points[b, s:s + step, None, None]  # (n, F, 3, 3)
-                x, y, z = rel[..., 0, :], rel[..., 1, :], rel[..., 2, :]
-                lx, ly, lz = x.norm(dim=-1), y.norm(dim=-1), z.norm(dim=-1)
-                det = (x * torch.linalg.cross(y, z, dim=-1)).sum(-1)
-                den = lx * ly * lz + (x * y).sum(-1) * lz + (y * z).sum(-1) * lx + (z * x).sum(-1) * ly
+                p = points[b, s:s + step].t()[:, :, None]  # (3, n, 1)
+                ax, ay, az = corners[0] - p[0], corners[1] - p[1], corners[2] - p[2]
+                bx, by, bz = corners[3] - p[0], corners[4] - p[1], corners[5] - p[2]
+                cx, cy, cz = corners[6] - p[0], corners[7] - p[1], corners[8] - p[2]
+                la = torch.sqrt(ax * ax + ay * ay + az * az)
+                lb = torch.sqrt(bx * bx + by * by + bz * bz)
+                lc = torch.sqrt(cx * cx + cy * cy + cz * cz)
+                det = ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
+                den = (la * lb * lc + (ax * bx + ay * by + az * bz) * lc + (bx * cx + by * cy + bz * cz) * la
+                       + (cx * ax + cy * ay + cz * az) * lb)
                 out[b, s:s + step] = torch.atan2(det, den).sum(-1) / (2 * torch.pi)
     return out
 

@@ -11,7 +11,7 @@ mirrored right hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from ..io.official_nimble import (
 )
 from .articulated import ArticulatedModel
 from .hand_limits import hand_joint_limits
+from .hand_penetration import build_penetration, push_skin_out, separate_bones
 from .output import ModelOutput
 from .params import pad_coeffs
 
@@ -184,6 +185,11 @@ class Nimble(ArticulatedModel):
                    dtype=dtype, device=device)
 
     # -- joint limits -----------------------------------------------------------------------
+    @property
+    def has_joint_limits(self) -> bool:
+        """Whether the model file holds joint axes and ranges (:meth:`joint_limits` works)."""
+        return len(self._limit_extras) == 3
+
     def joint_limits(self) -> JointLimits:
         """Anatomical limits per pose row (bone), on the layer's device and dtype.
 
@@ -193,8 +199,13 @@ class Nimble(ArticulatedModel):
         limits = hand_joint_limits(self._limit_extras, self.joint_template, BONE_TO_JOINT, self.tree.parents)
         return limits.to(self.template.device, self.template.dtype)
 
-    def sample_pose(self, num: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``(num, 20, 3)`` axis-angle poses with every angle drawn uniformly inside its limits (root zero)."""
+    def sample_pose(self, num: int, *, generator: torch.Generator | None = None,
+                    collision_free: bool = False) -> torch.Tensor:
+        """``(num, 20, 3)`` axis-angle poses with every angle drawn uniformly inside its limits (root zero).
+
+        Angles are drawn independently per joint, so neighbouring fingers can cross; with
+        ``collision_free`` the poses are then passed through :meth:`separate_bones`.
+        """
         if num < 1:
             raise ParameterError(f"num must be at least 1, got {num}.")
         limits = self.joint_limits()
@@ -203,50 +214,32 @@ class Nimble(ArticulatedModel):
         angles = lo + u * (hi - lo)
         angles[:, 0] = 0.0
         rot = limits.to(dtype=torch.float64).rotations(angles)
-        return matrix_to_axis_angle(rot).to(self.template.dtype)
+        pose = matrix_to_axis_angle(rot).to(self.template.dtype)
+        return self.separate_bones(pose) if collision_free else pose
 
     # -- penetration ------------------------------------------------------------------------
     def penetration(self) -> TissuePenetration:
         """Penetration measures, differentiable penalties and the skin fix-up for this hand.
 
-        Built from the rest tissues on first use (a signed distance grid per bone: about a
-        second per 1,000 bone vertices on one CPU core) and cached; it follows the layer's
-        device and dtype. Use it on outputs: ``pen.penalty(out.bones, out.skin, out.muscles)``,
-        ``pen.depths(...)``, or :meth:`push_skin_out`.
+        Built from the rest tissues on first use (a signed distance grid per bone: a few
+        seconds on one CPU core) and cached; it follows the layer's device and dtype. Use it on
+        outputs: ``pen.penalty(out.bones, out.skin, out.muscles)``, ``pen.depths(...)``.
         """
-        ref = self.template
-        pen = self._penetration
-        if pen is None:
-            lay = {t.name: t for t in self.layout}
-            bones = lay.get("bones")
-            if bones is None or bones.part_ids is None:
-                raise ParameterError("penetration needs a 'bones' tissue with per-bone part ids.")
-            rest = ref.detach()
-            kw: dict[str, torch.Tensor | None] = {}
-            if "skin" in lay:
-                skin = lay["skin"]
-                kw.update(skin_vertices=rest[skin.start:skin.stop], skin_faces=skin.faces,
-                          skin_surface=self._skin_surface)
-                if "muscles" in lay:
-                    mus = lay["muscles"]
-                    kw.update(muscle_vertices=rest[mus.start:mus.stop], muscle_faces=mus.faces)
-            pen = TissuePenetration(rest[bones.start:bones.stop], bones.faces, bones.part_ids, **kw)  # type: ignore[arg-type]
-        self._penetration = pen.to(ref.device, ref.dtype)
+        if self._penetration is None:
+            self._penetration = build_penetration(self.layout, self.template, self._skin_surface)
+        self._penetration = self._penetration.to(self.template.device, self.template.dtype)
         return self._penetration
 
-    def push_skin_out(self, output: NimbleOutput, *, margin: float = 0.5, iterations: int = 3) -> NimbleOutput:
-        """``output`` with the skin surface moved out of muscles and bones (the vectorised
-        counterpart of NIMBLE's collision fix-up; see :meth:`TissuePenetration.push_skin_out`).
+    def push_skin_out(self, output: NimbleOutput, *, margin: float = 0.5, iterations: int = 6) -> NimbleOutput:
+        """``output`` with the skin surface moved out of muscles and bones: the vectorised
+        counterpart of NIMBLE's collision fix-up (:meth:`TissuePenetration.push_skin_out`).
         The skin of the result carries no gradient."""
-        lay = {t.name: t for t in output.layout}
-        if "skin" not in lay:
-            raise ParameterError("this model has no skin tissue to fix.")
-        skin = self.penetration().push_skin_out(output.tissue("bones"), output.tissue("skin"),
-                                                output.tissue("muscles") if "muscles" in lay else None,
-                                                margin=margin, iterations=iterations)
-        t = lay["skin"]
-        verts = torch.cat([output.vertices[:, :t.start], skin, output.vertices[:, t.stop:]], 1)
-        return replace(output, vertices=verts)
+        return push_skin_out(self.penetration(), output, margin=margin, iterations=iterations)
+
+    def separate_bones(self, pose: torch.Tensor, shape: torch.Tensor | None = None, **options: Any) -> torch.Tensor:
+        """Axis-angle ``pose (B, 20, 3)`` nudged until no bone enters another (see
+        :func:`anatomy.models.hand_penetration.separate_bones` for the options)."""
+        return separate_bones(self, pose, shape, **options)
 
     # -- parameters -------------------------------------------------------------------------
     def bone_rotations(self, pose: torch.Tensor | None, batch: int = 1) -> torch.Tensor:
