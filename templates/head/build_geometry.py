@@ -120,7 +120,8 @@ def main(argv=None) -> int:
             P0["subnasale"][2] - 6.0)
     anchors = LF.jaw_anchors(bones["mandible"]["v"], P_b, AL.DE_GREEF_2006)
     dense, lower, _ = LF.build(field, aff, th["valley"], bones["mandible"]["v"], axis,
-                               crop["z_top"], crop["z_bottom"], anchors)
+                               crop["z_top"], crop["z_bottom"], anchors,
+                               hull_extra=LF.neck_points(P_b))
     face = FA.remesh(dense)
     Lf, _ = FA.soft_landmarks(dense, face, x_chin=float(P_b["pogonion"][0]))
     fv, ff = np.asarray(face.vertices), np.asarray(face.faces)
@@ -288,7 +289,7 @@ def render(meshes, P, path):
         return pv.PolyData(np.asarray(d["v"], float),
                            np.hstack([np.full((len(d["f"]), 1), 3), d["f"]]).ravel())
 
-    pl = pv.Plotter(off_screen=True, shape=(1, 3), window_size=(2100, 800))
+    pl = pv.Plotter(off_screen=True, shape=(1, 4), window_size=(2800, 800))
     names = list(P)
     pts = np.array([P[k] for k in names])
     views = [((0, 1, 0), (0, 0, 1)), ((1, 0, 0), (0, 0, 1)), ((0.8, 0.6, -0.3), (0, 0, 1))]
@@ -303,6 +304,12 @@ def render(meshes, P, path):
                                 always_visible=True)
         c = np.array([0, 40.0, -20.0])
         pl.camera_position = [tuple(c + np.array(d) * 450), tuple(c), up]
+    # the skin alone, opaque, three-quarter view from below-front (chin and jaw line)
+    pl.subplot(0, 3)
+    pl.add_mesh(pvm(meshes["face"]), color="peachpuff", smooth_shading=True)
+    c = np.array([0, 50.0, -30.0])
+    d = np.array([0.55, 0.75, -0.35])
+    pl.camera_position = [tuple(c + d / np.linalg.norm(d) * 430), tuple(c), (0, 0, 1)]
     pl.screenshot(str(path))
 
 

@@ -25,10 +25,12 @@ Along each ray, r is the OUTERMOST crossing of
   does not reach them, then clipped to [5, 25] mm.
 
 The two radii are blended with a smoothstep weight of the MRI hit's height above the image's
-lower border (0 up to 8 mm above the border, 1 from 18 mm above it) and the envelope part is smoothed over the
-grid (Gaussian, 2 cells). The grid is a topological disc: the result is one manifold surface
-with one boundary (forehead cut, the two ear-cut lines, and the bottom cut 20 mm beyond the
-lowest mandible point seen from C0 in each direction).
+lower border (0 up to 8 mm above the border, 1 from 18 mm above it; never rising again lower
+down a column) and the envelope part is smoothed over the grid (Gaussian, 2 cells). The grid
+is a topological disc: the result is one manifold surface with one boundary (forehead cut,
+the two ear-cut lines, and the bottom cut 22-28 mm along the skin beyond the lowest mandible
+point seen from the fan in each direction, raised where rays find neither MRI skin nor the
+envelope).
 """
 
 from __future__ import annotations
@@ -170,6 +172,14 @@ def _direction_params(p: np.ndarray, axis: tuple) -> tuple[np.ndarray, np.ndarra
     return th, -al * R0
 
 
+def neck_points(P: dict, back_mm: float = 20.0) -> np.ndarray:
+    """A MODELLING ASSUMPTION: each gonion moved back_mm posteriorly (-y), added to the
+    mandible's hull. The hull then continues behind the jaw angle (parotid region / neck) so
+    the envelope wraps the angle laterally instead of ending in a corner there, and the skin
+    below and behind the gonion is part of the face."""
+    return np.array([P[f"gonion_{t}"] - np.array([0.0, back_mm, 0.0]) for t in ("R", "L")])
+
+
 def jaw_anchors(mandible_v: np.ndarray, P: dict, table: dict) -> dict:
     """Thickness anchors for the envelope: the table's mandibular points (menton, pogonion,
     supramentale, gonions) and, as MODELLING ASSUMPTIONS of this build (no table value), the
@@ -193,10 +203,11 @@ def jaw_anchors(mandible_v: np.ndarray, P: dict, table: dict) -> dict:
     return out
 
 
-def build(field, aff, level, mandible_v, axis, z_top, z_valid, anchors: dict,
-          n_theta=361, row_step=0.6, margin_mm=25.0, blend_mm=10.0):
+def build(field, aff, level, mandible_v, axis, z_top, z_valid, anchors: dict, hull_extra=None,
+          n_theta=361, row_step=0.6, margin_mm=28.0, blend_mm=10.0):
     """Dense face surface (trimesh) and a report. ``anchors``: name -> (bony point, thickness mm)
-    for the envelope where the MRI does not reach. ``z_valid``: world z above which the MRI skin
+    for the envelope where the MRI does not reach. ``hull_extra``: points added to the mandible
+    for its hull (``neck_points``). ``z_valid``: world z above which the MRI skin
     is real (``face.crop_face``: 4 mm above the image's lower border); the blend starts 4 mm
     higher still (the smoothed field fades out near the border)."""
     x_c, y_c, z_0 = axis
@@ -214,9 +225,9 @@ def build(field, aff, level, mandible_v, axis, z_top, z_valid, anchors: dict,
     s_low = np.interp(theta, cen, low)
     rho = np.interp(theta, th_v[np.argsort(th_v)],
                     np.linalg.norm(mandible_v - np.array(axis), axis=1)[np.argsort(th_v)])
-    # margin along the skin: margin_mm under the chin, tapering to 14 mm at |theta| >= 60 deg
+    # margin along the skin: margin_mm under the chin, tapering to 22 mm at |theta| >= 60 deg
     # (behind the jaw angle there is only neck)
-    marg = 14.0 + (margin_mm - 14.0) * np.clip(1 - np.abs(theta) / np.radians(60), 0, 1)
+    marg = 22.0 + (margin_mm - 22.0) * np.clip(1 - np.abs(theta) / np.radians(60), 0, 1)
     s_bot = s_low - marg * R0 / np.maximum(rho + 10.0, 40.0)
     s_bot = ndimage.gaussian_filter1d(s_bot, 6, mode="nearest")
     s_bot = np.maximum(s_bot, -0.47 * np.pi * R0)
@@ -236,7 +247,7 @@ def build(field, aff, level, mandible_v, axis, z_top, z_valid, anchors: dict,
     W0 = w.reshape(-1, n_theta)[::-1]
     w = np.minimum.accumulate(W0, axis=0)[::-1].ravel()
     need = w < 1
-    hd = HullDistance(mandible_v)
+    hd = HullDistance(mandible_v if hull_extra is None else np.vstack([mandible_v, hull_extra]))
     # thickness data: MRI tissue depth over the hull in the band just above the border ...
     band = (w >= 1) & (z_hit < z_ok + blend_mm + 15) & (S.ravel() < 0)
     pb = o[band] + r_mri[band, None] * d[band]
