@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import _mesh as M
 import numpy as np
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
-
-import _mesh as M
 
 # Adult craniometric norms (mm), sex-pooled, rounded. Cranial measurements follow the
 # definitions and the order of magnitude of the European-sample means in Howells WW (1973)

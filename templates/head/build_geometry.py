@@ -304,12 +304,12 @@ def render(meshes, P, path):
                                 always_visible=True)
         c = np.array([0, 40.0, -20.0])
         pl.camera_position = [tuple(c + np.array(d) * 450), tuple(c), up]
-    # the skin alone, opaque, three-quarter view from below-front (chin and jaw line)
+    # the skin alone, opaque, three-quarter view from the front, slightly from below
     pl.subplot(0, 3)
     pl.add_mesh(pvm(meshes["face"]), color="peachpuff", smooth_shading=True)
-    c = np.array([0, 50.0, -30.0])
-    d = np.array([0.55, 0.75, -0.35])
-    pl.camera_position = [tuple(c + d / np.linalg.norm(d) * 430), tuple(c), (0, 0, 1)]
+    c = np.array([0, 40.0, -20.0])
+    d = np.array([0.45, 1.0, -0.25])
+    pl.camera_position = [tuple(c + d / np.linalg.norm(d) * 450), tuple(c), (0, 0, 1)]
     pl.screenshot(str(path))
 
 

@@ -20,12 +20,11 @@ from __future__ import annotations
 import gzip
 import heapq
 
+import _mesh as M
+import _sources as S
 import numpy as np
 import trimesh
 from scipy import ndimage
-
-import _mesh as M
-import _sources as S
 
 
 def load_mri():

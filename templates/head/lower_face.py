@@ -35,13 +35,12 @@ envelope).
 
 from __future__ import annotations
 
+import _mesh as M
 import numpy as np
 import trimesh
 from scipy import ndimage
 from scipy.interpolate import RBFInterpolator
 from scipy.spatial import ConvexHull, cKDTree
-
-import _mesh as M
 
 R0 = 90.0  # mm per radian of the fan, about the distance from C0 to the chin skin
 B_BACK = 25.0  # mm, see fan_back

@@ -21,11 +21,10 @@ from __future__ import annotations
 import io
 import xml.etree.ElementTree as ET
 
-import numpy as np
-import trimesh
-
 import _mesh as M
 import _sources as S
+import numpy as np
+import trimesh
 
 
 def _load_stl(member: str) -> trimesh.Trimesh:

@@ -23,10 +23,9 @@ boundary (bone beyond the cut lines is not covered by this surface).
 
 from __future__ import annotations
 
+import _mesh as M
 import numpy as np
 from scipy.spatial import cKDTree
-
-import _mesh as M
 
 
 def cover(face_v, face_f, pts, edge_mm=4.0):
