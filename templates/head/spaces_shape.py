@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 from spaces_fields import shepard, small_rotation_x, smoothstep, unit
 
 # --- craniometric SDs (mm or deg), approximate sex-pooled values --------------------------------
@@ -44,6 +45,7 @@ DE_GREEF_SD = {
 # Thickness at different sites is strongly but not fully correlated (body-mass driven); we split
 # each regional SD into a shared part (r = 0.7) and an independent regional part.
 THICKNESS_SHARED_R = 0.7
+THICKNESS_MAX_CV = 0.2
 THICKNESS_REGIONS = {
     "forehead_orbits": ["supraglabella", "glabella", "nasion", "frontal_eminence_R", "frontal_eminence_L",
                         "supraorbital_R", "supraorbital_L", "lateral_orbit_R", "lateral_orbit_L"],
@@ -174,14 +176,17 @@ def shape_factors(geo, w_face: np.ndarray, face_normals: np.ndarray, jaw: np.nda
         fv = geo.verts["face"]
         out[sl["face"], 1] = SD_NOSE * np.exp(-(np.linalg.norm(fv - prn, axis=1) / 12.0) ** 2)
     facs.append(Factor("nose_projection", "nasal tip more prominent", out))
-    # soft-tissue thickness: regional SDs interpolated over the skin, along the skin normal
+    # soft-tissue thickness: regional SDs interpolated over the skin, along the skin normal, capped
+    # at THICKNESS_MAX_CV of the local thickness (distance to the nearest bone) so that even a 3 SD
+    # thinning leaves tissue over the bone (De Greef 2006 SD/mean ratios are ~0.15-0.3)
     fv = geo.verts["face"]
+    local = cKDTree(np.concatenate([geo.verts["skull"], geo.verts["mandible"]])).query(fv)[0]
     for region, names in THICKNESS_REGIONS.items():
         names = [n for n in names if geo.has(n)]
         anchors = np.array([P(n) for n in names])
         sds = np.array([DE_GREEF_SD[n] for n in names])
         near = np.exp(-0.5 * (np.min(np.linalg.norm(fv[:, None] - anchors[None], axis=2), axis=1) / 18.0) ** 2)
-        t = near * shepard(fv, anchors, sds[:, None], 15.0)[:, 0]
+        t = np.minimum(near * shepard(fv, anchors, sds[:, None], 15.0)[:, 0], THICKNESS_MAX_CV * local)
         f = np.zeros((geo.num_vertices, 3))
         f[sl["face"]] = t[:, None] * face_normals
         facs.append(Factor(f"thickness_{region}", f"soft tissue thicker: {region}", f, thickness=True))

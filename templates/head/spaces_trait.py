@@ -2,7 +2,7 @@
 
 A component moves one bony segment rigidly by a typical surgical amount per unit (the segment
 blends into the unmoved bone over a few millimetres at the osteotomy), and the face follows: the
-skin is carried by the bone under it (smooth average of the segment's displacement) times a
+skin moves with the segment, fading with its distance to the moved bone (Gaussian, 15 mm), times a
 soft-to-hard-tissue ratio field interpolated from published ratios at soft-tissue landmarks,
 and restricted to the skin of the moving jaw by the face's jaw weight (mandible and chin: w; maxilla:
 1 - w), so the lips follow their own jaw.
@@ -32,7 +32,8 @@ Typical movements per unit: BSSO 5 mm, Le Fort I advancement 4 mm, impaction 3 m
 from __future__ import annotations
 
 import numpy as np
-from spaces_fields import shepard, smooth_carry, smoothstep, soft_point
+from scipy.spatial import cKDTree
+from spaces_fields import shepard, smoothstep, soft_point
 
 TRAITS = [
     # name, segment, movement per unit (mm, RAS), {soft landmark: ratio}, description
@@ -52,6 +53,7 @@ TRAITS = [
      {"soft_pogonion": 0.85, "labrale_inferius": 0.25},
      "sliding genioplasty: chin below the cut 5 mm forward"),
 ]
+REACH_MM = 15.0  # Gaussian reach of a moved segment into the skin over and around it
 SEGMENT_LANDMARK = {"mandible_distal": "pogonion", "maxilla_le_fort_1": "prosthion", "chin": "pogonion"}
 SOFT_FROM_BONE = {  # soft landmark -> (bony landmark, ray direction) when the geometry lacks it
     "soft_pogonion": ("pogonion", (0.0, 1.0, 0.0)),
@@ -107,7 +109,10 @@ def build_trait_space(geo, w_face: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         bv = geo.verts[bone]
         basis[k, sl_off[bone]:sl_off[bone] + len(bv)] = bdisp
         follow = w_face if bone == "mandible" else 1.0 - w_face
-        carry = follow[:, None] * smooth_carry(fv, bv, bdisp, sigma=6.0)
+        # skin carried by the segment: full over it, fading with the distance to the moved bone
+        moved = bv[wseg > 0.5]
+        d_seg = cKDTree(moved).query(fv)[0]
+        reach = np.exp(-0.5 * (d_seg / REACH_MM) ** 2)
         ctrl = {n: soft_control(geo, n) for n in ratios}
         ctrl = {n: v for n, v in ctrl.items() if v is not None}
         names = list(ctrl)
@@ -117,11 +122,11 @@ def build_trait_space(geo, w_face: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         c = target.copy()
         for _ in range(8):  # calibrate the anchor values so the realised ratios hit the targets
             r = shepard(fv, anchors, c[:, None], 10.0)[:, 0]
-            face_d = r[:, None] * carry
+            face_d = (follow * np.minimum(r * reach, 1.0))[:, None] * move  # skin never outruns the bone
             real = np.array([face_d[ctrl[n]] @ u for n in names]) / np.linalg.norm(move)
             c = np.clip(c * target / np.maximum(real, 1e-6), 0.0, 3.0)
         r = shepard(fv, anchors, c[:, None], 10.0)[:, 0]
-        face_d = r[:, None] * carry
+        face_d = (follow * np.minimum(r * reach, 1.0))[:, None] * move
         basis[k, sl_off["face"]:] = face_d
         bony = SEGMENT_LANDMARK[seg]
         bony_moved = float((np.asarray(geo.landmarks[bony]["bary"])
