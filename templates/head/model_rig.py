@@ -155,15 +155,15 @@ def harmonic_fill(lap: sp.csr_matrix, known: np.ndarray, values: np.ndarray) -> 
     return out.reshape((n,) + values.shape[1:])
 
 
-def face_jaw_weights(geo: HeadGeometry, margin: float = 4.0) -> tuple[np.ndarray, dict]:
+def face_jaw_weights(geo: HeadGeometry, margin: float = 4.0, band: float = 12.0) -> tuple[np.ndarray, dict]:
     """Jaw weight per face vertex in [0, 1]: 1 on the lower lip sheet and on skin that covers the
     mandible (chin, jaw line, lower cheeks), 0 on the upper lip sheet and on skin over the
     cranium/maxilla (upper lip, nose, forehead, temples); harmonic (heat-equilibrium) fill in
     between, on the face mesh whose mouth slit separates the two lip sheets.
 
     A vertex is "over the mandible" when its nearest mandible point is ``margin`` mm closer than
-    its nearest skull point and it lies below the mouth slit; "over the skull" in the opposite case
-    or anywhere above the subnasale level.
+    its nearest skull point and it lies ``band`` mm below the mouth slit; "over the skull" in the
+    opposite case above the slit, or anywhere above the subnasale level.
     """
     fv, ff = geo.verts["face"], geo.faces["face"]
     d_m = cKDTree(geo.verts["mandible"]).query(fv)[0]
@@ -172,9 +172,11 @@ def face_jaw_weights(geo: HeadGeometry, margin: float = 4.0) -> tuple[np.ndarray
     slit_z = fv[np.r_[geo.lip_upper, geo.lip_lower], 2].mean()
     nose_z = geo.point("subnasale")[2] if geo.has("subnasale") else slit_z + 15.0
     jaw_z = 0.5 * (geo.tmj[0, 2] + slit_z)  # skin above this height stays with the head
-    below = fv[:, 2] < slit_z - 3.0
-    one = below & (d_m + margin < d_s) & (fv[:, 2] < jaw_z)
-    zero = (fv[:, 2] > nose_z) | ((d_s + margin < d_m) & (fv[:, 2] > slit_z - 3.0))
+    # the two fixed regions stay >= ~10 mm apart (except along the lips), so the weight ramps smoothly
+    below = fv[:, 2] < slit_z - band
+    go_y = 0.5 * (geo.point("gonion_R")[1] + geo.point("gonion_L")[1]) if geo.has("gonion_R") else -1e9
+    one = below & (d_m + margin < d_s) & (fv[:, 2] < jaw_z) & (fv[:, 1] > go_y)  # not behind the ramus
+    zero = (fv[:, 2] > nose_z) | ((d_s + margin < d_m) & (fv[:, 2] > slit_z + 2.0))
     one[np.setdiff1d(geo.lip_lower, corners)] = True
     zero[np.setdiff1d(geo.lip_upper, corners)] = True
     one &= ~zero | np.isin(np.arange(len(fv)), geo.lip_lower)
@@ -184,7 +186,7 @@ def face_jaw_weights(geo: HeadGeometry, margin: float = 4.0) -> tuple[np.ndarray
     w = harmonic_fill(lap, known, one[known].astype(float))
     w = np.clip(w, 0.0, 1.0)
     info = {"fixed_to_jaw": int(one.sum()), "fixed_to_root": int(zero.sum()),
-            "free": int(len(fv) - len(known)), "margin_mm": margin,
+            "free": int(len(fv) - len(known)), "margin_mm": margin, "band_mm": band,
             "lower_lip_mean_weight": float(w[np.setdiff1d(geo.lip_lower, corners)].mean()),
             "upper_lip_mean_weight": float(w[np.setdiff1d(geo.lip_upper, corners)].mean())}
     return w, info
