@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
     axis = (0.5 * (P_b["condylion_R"][0] + P_b["condylion_L"][0]), crop["y_cut"],
             P0["subnasale"][2] - 6.0)
     anchors = LF.jaw_anchors(bones["mandible"]["v"], P_b, AL.DE_GREEF_2006)
-    dense, lower, _ = LF.build(field, aff, th["valley"], bones["mandible"]["v"], axis,
+    dense, lower, grid = LF.build(field, aff, th["valley"], bones["mandible"]["v"], axis,
                                crop["z_top"], crop["z_bottom"], anchors,
                                hull_extra=LF.neck_points(P_b))
     face = FA.remesh(dense)
@@ -140,6 +141,11 @@ def main(argv=None) -> int:
     lm_pts = np.array([P_b[k] for k in names])
     lm_table = np.array([AL.DE_GREEF_2006[k][1] for k in names])
     bone_v = np.vstack([bones["skull"]["v"], bones["mandible"]["v"]])
+    th0, _, _, _ = WP.cover(fv, ff, lm_pts)
+    before = {k: round(float(t), 2) for k, t in zip(names, th0)}
+    # face_region per vertex: 0 = MRI skin, 1 = blend band, 2 = mandible envelope (rebuilt)
+    gw = grid["w"].ravel()[cKDTree(grid["points"]).query(fv)[1]]
+    region = np.where(gw >= 0.99, 0, np.where(gw <= 0.01, 2, 1)).astype(np.uint8)
     fv_w, _, warp_log = WP.warp_face(fv, ff, [], lm_pts, lm_table, bone_v, clearance=CLEARANCE)
     smooth = WP.smoothness(fv, fv_w, ff)
     print(f"[warp] {warp_log[-1]}; {smooth} ({time.time() - t0:.0f} s)")
@@ -149,6 +155,7 @@ def main(argv=None) -> int:
     groove = np.array([Pw[k][[0, 2]] for k in ("cheilion_R", "stomion", "cheilion_L")])
     groove = groove[np.argsort(groove[:, 0])]
     fv2, ff2, lip_up, lip_lo = FA.cut_mouth(M.to_trimesh(fv_w, ff), Lf, groove)
+    region = np.concatenate([region, region[lip_up[1:-1]]])  # slit duplicates keep the label
 
     # 7. head frame (rigid)
     R, o = head_frame(P_b)
@@ -175,6 +182,7 @@ def main(argv=None) -> int:
         lip_upper_boundary=lip_up.astype(np.int32),
         lip_lower_boundary=lip_lo.astype(np.int32),
         tmj_centres=tmj.astype(np.float32),
+        face_region=region,
     )
     skel_names = list(Lsk)
     soft_names = list(Lf)
@@ -207,7 +215,12 @@ def main(argv=None) -> int:
             "face_crop_mri_world": {k: round(float(v), 2) for k, v in crop.items()},
             "fit": fit,
             "lower_face": lower,
-            "warp": {"passes": warp_log, "smoothness": smooth, "clearance_mm": CLEARANCE},
+            "warp": {"passes": warp_log, "smoothness": smooth, "clearance_mm": CLEARANCE,
+                     "thickness_before_warp_mm": before},
+            "face_region": {"key": "face_region (npz, uint8 per face vertex)",
+                            "labels": {"0": "MRI skin", "1": "blend band",
+                                       "2": "mandible envelope (rebuilt lower face)"},
+                            "counts": {str(k): int((region == k).sum()) for k in (0, 1, 2)}},
             "checks": checks,
             "condyle_seating": seat,
             "condyle_fossa": gap,

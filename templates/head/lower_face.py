@@ -315,5 +315,7 @@ def build(field, aff, level, mandible_v, axis, z_top, z_valid, anchors: dict, hu
     rep = {"axis_mm": [round(float(x), 2) for x in axis], "grid": [int(n_rows), int(n_theta)],
            "envelope_rays": int(need.sum()), "mri_rays": int((w >= 1).sum()),
            "thickness_anchors_mm": used, "thickness_data_points": int(len(val))}
-    return m, rep, {"theta": TH, "s": S, "w": W, "r_mri": R_mri, "r_env": R_env, "r": R,
-                    "t": t_all.reshape(n_rows, n_theta)}
+    # per grid point: the MRI weight of the FINAL grid (resampled columns), for region labels
+    W2 = np.stack([np.interp(S2[:, j], S[:, j], W[:, j]) for j in range(n_theta)], 1)
+    return m, rep, {"theta": TH, "s": S2, "w": W2, "points": P.reshape(-1, 3),
+                    "r_mri": R_mri, "r_env": R_env, "r": R, "t": t_all.reshape(n_rows, n_theta)}
