@@ -134,6 +134,9 @@ def test_penalty_weights_and_missing_tissues() -> None:
     pen = TissuePenetration(m["bones"], m["bone_faces"], m["parts"], grid_resolution=16)
     with pytest.raises(ParameterError, match="unknown penalty weight"):
         pen.penalty(m["bones"][None], weights={"bone": 1.0})
+    with pytest.raises(ParameterError, match="unknown tissue pair"):
+        pen.distances(m["bones"][None], pairs=["skin"])
+    assert set(pen.distances(m["bones"][None], pairs=[])) == set()
     with pytest.raises(ParameterError, match="without the skin"):
         pen.distances(m["bones"][None], m["skin"][None])
     with pytest.raises(ParameterError, match="pass the skin too"):

@@ -18,6 +18,7 @@ Depths are in the units of the model (mm), positive = inside.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +31,10 @@ from ..core.signed_distance import (
     signed_distance_to_faces,
 )
 
-__all__ = ["PenetrationDepths", "TissuePenetration"]
+__all__ = ["PAIRS", "PenetrationDepths", "TissuePenetration"]
+
+#: the tissue pairs measured, in this order
+PAIRS = ("bone_bone", "skin_bone", "muscle_bone", "skin_muscle")
 
 
 @dataclass(frozen=True)
@@ -243,7 +247,12 @@ class TissuePenetration:
         return out[:, :-1]
 
     def distances(
-        self, bones: torch.Tensor, skin: torch.Tensor | None = None, muscles: torch.Tensor | None = None
+        self,
+        bones: torch.Tensor,
+        skin: torch.Tensor | None = None,
+        muscles: torch.Tensor | None = None,
+        *,
+        pairs: Collection[str] = PAIRS,
     ) -> dict[str, torch.Tensor]:
         """Signed distances (mm, negative inside) of every tested vertex, by tissue pair.
 
@@ -251,18 +260,26 @@ class TissuePenetration:
         ``skin_bone (B, n_skin_surface)`` (:attr:`skin_surface` vertices to their nearest bones).
         With ``muscles`` too: ``muscle_bone (B, n_muscle_surface)`` and ``skin_muscle
         (B, n_skin_surface)`` (``+inf`` for skin vertices far from every muscle at rest).
-        Tissue tensors are ``(B, n, 3)`` as in the model's outputs (``out.bones`` ...).
+        Tissue tensors are ``(B, n, 3)`` as in the model's outputs (``out.bones`` ...); only
+        the ``pairs`` named (and possible with the tissues given) are computed.
         """
+        unknown = set(pairs) - set(PAIRS)
+        if unknown:
+            raise ParameterError(f"unknown tissue pair(s) {sorted(unknown)}; use {list(PAIRS)}.")
+        if skin is not None and self.skin_surface is None:
+            raise ParameterError("this TissuePenetration was built without the skin.")
+        if muscles is not None and (self.muscle_surface is None or self.muscle_faces is None or skin is None):
+            raise ParameterError("muscles need the skin too, and a TissuePenetration built with both.")
         frames = self.bone_frames(bones)
-        out = {"bone_bone": self._to_bones(bones, frames, self._bone_queries)}
-        if skin is not None:
-            if self.skin_surface is None:
-                raise ParameterError("this TissuePenetration was built without the skin.")
+        out = {}
+        if "bone_bone" in pairs:
+            out["bone_bone"] = self._to_bones(bones, frames, self._bone_queries)
+        if skin is not None and self.skin_surface is not None and "skin_bone" in pairs:
             out["skin_bone"] = self._to_bones(skin[:, self.skin_surface], frames, self._skin_queries)
-        if muscles is not None:
-            if self.muscle_surface is None or self.muscle_faces is None or skin is None or self.skin_surface is None:
-                raise ParameterError("muscles need the skin too, and a TissuePenetration built with both.")
+        if muscles is not None and self.muscle_surface is not None and "muscle_bone" in pairs:
             out["muscle_bone"] = self._to_bones(muscles[:, self.muscle_surface], frames, self._muscle_queries)
+        if (muscles is not None and skin is not None and self.skin_surface is not None
+                and self.muscle_faces is not None and "skin_muscle" in pairs):
             sd = skin.new_full((skin.shape[0], self.skin_surface.numel()), float("inf"))
             res = signed_distance_to_faces(skin[:, self.skin_surface[self.skin_near_muscle]], muscles,
                                            self.muscle_faces, self.muscle_candidates)
@@ -295,17 +312,14 @@ class TissuePenetration:
         ``skin_muscle``; default 1 each, 0 skips a pair). ``margin`` > 0 also pushes vertices
         that are outside but closer than ``margin``.
         """
-        w = {"bone_bone": 1.0, "skin_bone": 1.0, "muscle_bone": 1.0, "skin_muscle": 1.0}
+        w = dict.fromkeys(PAIRS, 1.0)
         unknown = set(weights or {}) - set(w)
         if unknown:
-            raise ParameterError(f"unknown penalty weight(s) {sorted(unknown)}; use {sorted(w)}.")
+            raise ParameterError(f"unknown penalty weight(s) {sorted(unknown)}; use {list(PAIRS)}.")
         w.update(weights or {})
-        use_skin = skin if (w["skin_bone"] or w["skin_muscle"] or w["muscle_bone"]) else None
-        use_muscles = muscles if (w["muscle_bone"] or w["skin_muscle"]) else None
         total = bones.new_zeros(bones.shape[0])
-        for name, sd in self.distances(bones, use_skin, use_muscles).items():
-            if w[name]:
-                total = total + w[name] * (margin - sd).clamp(min=0).square().mean(1)
+        for name, sd in self.distances(bones, skin, muscles, pairs=[k for k, v in w.items() if v]).items():
+            total = total + w[name] * (margin - sd).clamp(min=0).square().mean(1)
         return total
 
     # ---------------------------------------------------------------- fix-up
