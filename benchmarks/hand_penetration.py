@@ -143,10 +143,10 @@ def main() -> None:
     n_sep = sum(len(x) for x in split["joint_sep"])
     print(f"bone-bone by kind, as sampled ({args.poses} poses) and after separate_bones (the first {n_sep}, "
           f"{1e3 * t_sep / max(1, n_sep):.0f} ms per pose):")
-    print("  " + summary("articulating, sampled", torch.cat(split["joint"])))
-    print("  " + summary("articulating, separated", torch.cat(split["joint_sep"])))
-    print("  " + summary("other pairs, sampled", torch.cat(split["other"])))
-    print("  " + summary("other pairs, separated", torch.cat(split["other_sep"])))
+    for kind, label in (("joint", "articulating"), ("other", "other pairs")):
+        print("  " + summary(f"{label}, sampled", torch.cat(split[kind])))
+        if split[f"{kind}_sep"]:
+            print("  " + summary(f"{label}, separated", torch.cat(split[f"{kind}_sep"])))
 
     # joint limits on random pose-PCA poses
     pca = anatomy.Nimble(pose_mode="pca")
