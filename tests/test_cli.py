@@ -12,7 +12,6 @@ import torch
 from anatomy.cli import main
 from anatomy.io import make_toy_model_data, read_mesh, save_model
 from anatomy.models import ArticulatedModel
-from anatomy.models.sculptor import default_head_path
 
 
 def test_demo_writes_meshes_matching_the_model(tmp_path: Path) -> None:
@@ -124,7 +123,6 @@ def test_convert_official_sculptor_gives_the_same_layer(tmp_path: Path) -> None:
     assert np.load(src, allow_pickle=True).item()["parents"].tolist() == [-1, 0]  # the input is untouched
 
 
-@pytest.mark.skipif(not default_head_path().is_file(), reason="embedded default head not built yet")
 def test_demo_head(tmp_path: Path) -> None:
     assert main(["demo", "--model", "head", "--out", str(tmp_path), "--samples", "2", "--no-picture"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())

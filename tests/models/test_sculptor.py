@@ -20,7 +20,7 @@ from anatomy.core.rotations import matrix_to_axis_angle
 from anatomy.io import load_model, save_model
 from anatomy.models import sculptor as sculptor_module
 from anatomy.models.head_limits import JAW_FRAME
-from anatomy.models.sculptor import DEFAULT_HEAD_NAME, default_head_path
+from anatomy.models.sculptor import DEFAULT_HEAD_NAME
 from tests.models.toy_head import CHIN_DIR, TMJ, make_toy_head_model_data
 from tests.reference import naive_lbs, rodrigues
 
@@ -310,19 +310,14 @@ def test_cuda_matches_cpu(head: Sculptor, data: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# the embedded default head (skipped until templates/assets/head.safetensors lands)
+# the embedded default head
 # ------------------------------------------------------------------------------------------
-
-HAS_ASSET = default_head_path().is_file()
-needs_asset = pytest.mark.skipif(not HAS_ASSET, reason="embedded default head not built yet")
-
 
 @pytest.fixture(scope="module")
 def default_head() -> Sculptor:
     return Sculptor(dtype=F64)
 
 
-@needs_asset
 def test_default_head_contract(default_head: Sculptor) -> None:
     m = default_head
     assert m.data_meta["name"] == DEFAULT_HEAD_NAME
@@ -342,7 +337,6 @@ def test_default_head_contract(default_head: Sculptor) -> None:
     assert out.skull_landmarks.shape[1] == len(groups["skeletal"])
 
 
-@needs_asset
 def test_default_head_jaw_opening_within_limits(default_head: Sculptor) -> None:
     m = default_head
     hi = m.jaw_limits().upper[0]
@@ -357,7 +351,6 @@ def test_default_head_jaw_opening_within_limits(default_head: Sculptor) -> None:
     assert bool((lo <= 0).all() and (up >= 0).all()) and float(up[1]) > 0  # protrusion is +y
 
 
-@needs_asset
 def test_default_head_expression_moves_only_the_face(default_head: Sculptor) -> None:
     m = default_head
     psi = torch.randn(2, m.space_sizes["expression"], dtype=F64)
