@@ -140,7 +140,6 @@ class TissuePenetration:
         self._bone_queries = self._pad(others, rest.shape[0])
 
         self.skin_surface: torch.Tensor | None = None
-        self.skin_faces: torch.Tensor | None = None
         self.muscle_surface: torch.Tensor | None = None
         self.muscle_faces: torch.Tensor | None = None
         if skin_vertices is not None and skin_faces is not None:
@@ -155,7 +154,6 @@ class TissuePenetration:
                    bone_neighbours: int) -> None:
         """Skin surface vertices vs their nearest bones; surface neighbourhood for the fix-up."""
         self.skin_surface = _surface_ids(faces, surface)
-        self.skin_faces = faces
         self._skin_queries = self._nearest_parts(vertices[self.skin_surface], bone_neighbours)
         n = vertices.shape[0]
         rows = torch.cat([faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 1], faces[:, 2], faces[:, 0]])
