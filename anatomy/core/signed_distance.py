@@ -30,7 +30,14 @@ from scipy.spatial import cKDTree
 
 from ._geometry_common import _check_points, _safe_normalize, _safe_sqrt, _to_numpy
 from .errors import ParameterError
-from .nearest import _closest_on_triangles, _dot, _planar, closest_points_on_mesh
+from .nearest import (
+    _closest_on_triangles,
+    _dot,
+    _face_table,
+    _planar,
+    _squared_distance_to_faces,
+    closest_points_on_mesh,
+)
 
 __all__ = [
     "SignedDistance",
@@ -196,11 +203,12 @@ def signed_distance_to_faces(
     batch, n = points.shape[0], points.shape[1]
     k = min(k, int(faces.shape[0]))
     best = torch.empty(batch, n, dtype=torch.long, device=points.device)
-    step = max(1, _CHUNK_PAIRS // max(1, faces.shape[0] if points.is_cuda else k))
+    step = max(1, _CHUNK_PAIRS // max(1, faces.shape[0])) if points.is_cuda else max(1, n)
     with torch.no_grad():
         for b in range(batch):
-            tri = vertices[b].detach()[faces]  # (F, 3, 3)
-            cent = tri.mean(1)
+            v = vertices[b].detach()
+            cent = v[faces].mean(1)  # (F, 3)
+            table = _face_table(v, faces)
             tree = None if points.is_cuda else cKDTree(_to_numpy(cent))
             for s in range(0, n, step):
                 p = points[b, s:s + step].detach()
@@ -209,13 +217,7 @@ def signed_distance_to_faces(
                 else:  # a KD-tree is much faster than brute force on CPU
                     _, idx = tree.query(_to_numpy(p), k=k)
                     cand = torch.from_numpy(np.asarray(idx, dtype=np.int64).reshape(len(p), k)).to(p.device)
-                t = tri[cand]  # (n, k, 3, 3)
-                a = t[..., 0, :]
-                ab, ac = _planar(t[..., 1, :] - a), _planar(t[..., 2, :] - a)
-                ap = _planar(p[:, None] - a)
-                vv, ww = _closest_on_triangles(ap, ab, ac, _dot(ab, ab), _dot(ab, ac), _dot(ac, ac))
-                d = [vv * ab[i] + ww * ac[i] - ap[i] for i in range(3)]
-                d2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+                d2 = _squared_distance_to_faces(p, table, cand)  # (n, k), exact per triangle
                 best[b, s:s + step] = cand.gather(1, d2.argmin(1, keepdim=True))[:, 0]
     corners = faces[best].reshape(batch, n * 3, 1).expand(-1, -1, 3)
     tri = torch.gather(vertices, 1, corners).reshape(batch, n, 3, 3)
