@@ -183,3 +183,19 @@ def test_property_any_wrong_pose_shape_is_a_typed_error(dims: list[int]) -> None
 
 _TOY_MODEL = ArticulatedModel(make_toy_model_data(ring_size=4, with_tets=False, dtype=torch.float64),
                               dtype=torch.float64)
+
+
+def test_small_sparse_weights_are_densified_with_identical_outputs(monkeypatch: pytest.MonkeyPatch,
+                                                                   data: anatomy.ModelData) -> None:
+    from dataclasses import replace
+
+    from anatomy.models import articulated
+
+    sparse = replace(data, skinning_weights=data.skinning_weights.to_dense().to_sparse())
+    dense_model = ArticulatedModel(sparse, dtype=torch.float64)
+    assert not dense_model.weights.is_sparse  # small: stored dense for the fast GEMM
+    monkeypatch.setattr(articulated, "DENSE_WEIGHTS_BYTES", 0)
+    sparse_model = ArticulatedModel(sparse, dtype=torch.float64)
+    assert sparse_model.weights.is_sparse
+    pose = torch.randn(3, dense_model.num_joints, 3, dtype=torch.float64) * 0.4
+    torch.testing.assert_close(dense_model(pose).vertices, sparse_model(pose).vertices, atol=1e-12, rtol=0)
