@@ -329,7 +329,7 @@ class TissuePenetration:
         muscles: torch.Tensor | None = None,
         *,
         margin: float = 0.5,
-        iterations: int = 6,
+        iterations: int = 12,
         smoothing: int = 2,
     ) -> torch.Tensor:
         """Skin ``(B, n_s, 3)`` with its surface vertices moved out of muscles and bones.

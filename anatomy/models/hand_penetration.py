@@ -42,7 +42,7 @@ def build_penetration(layout: tuple[TissueLayout, ...], template: torch.Tensor,
     )
 
 
-def push_skin_out(pen: TissuePenetration, output: Output, *, margin: float = 0.5, iterations: int = 6) -> Output:
+def push_skin_out(pen: TissuePenetration, output: Output, *, margin: float = 0.5, iterations: int = 12) -> Output:
     """``output`` with its skin surface moved out of muscles and bones (no gradient on the skin)."""
     lay = {t.name: t for t in output.layout}
     if "skin" not in lay:

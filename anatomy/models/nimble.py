@@ -230,7 +230,7 @@ class Nimble(ArticulatedModel):
         self._penetration = self._penetration.to(self.template.device, self.template.dtype)
         return self._penetration
 
-    def push_skin_out(self, output: NimbleOutput, *, margin: float = 0.5, iterations: int = 6) -> NimbleOutput:
+    def push_skin_out(self, output: NimbleOutput, *, margin: float = 0.5, iterations: int = 12) -> NimbleOutput:
         """``output`` with the skin surface moved out of muscles and bones: the vectorised
         counterpart of NIMBLE's collision fix-up (:meth:`TissuePenetration.push_skin_out`).
         The skin of the result carries no gradient."""
