@@ -82,7 +82,7 @@ def test_bone_frames_recover_a_rigid_motion_and_scale() -> None:
     # where the distance has a kink) is half a scaled radius deep
     centre = (1.2 * torch.tensor([14.5, 0.0, 0.0], dtype=DT) @ rot.T + shift)
     queries = pen._pad([torch.tensor([], dtype=torch.long), torch.tensor([0])], 1)  # the probe vs part 1
-    sd = pen._to_bones(centre[None, None], pen.bone_frames(posed[None]), queries)
+    sd = pen._to_bones(centre[None, None], pen._rest_frames(posed[None]), queries)
     assert abs(float(sd[0, 0]) + 1.2 * 2.5) < 0.3
 
 

@@ -33,6 +33,9 @@ from ..core.signed_distance import (
 
 __all__ = ["PAIRS", "PenetrationDepths", "TissuePenetration"]
 
+#: posed -> rest maps of the bones: inverse matrices, translations, scales
+Frames = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
 #: the tissue pairs measured, in this order
 PAIRS = ("bone_bone", "skin_bone", "muscle_bone", "skin_muscle")
 
@@ -214,18 +217,22 @@ class TissuePenetration:
         mat = fit[:, :, :3].transpose(-1, -2)
         return mat, fit[:, :, 3], torch.linalg.det(mat).abs().clamp(min=1e-12) ** (1 / 3)
 
-    def _sample_parts(self, points: torch.Tensor, frames: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                      queries: _PartQueries) -> torch.Tensor:
+    def _rest_frames(self, bones: torch.Tensor) -> Frames:
+        """Posed -> rest maps of the bones, ``(A^-1 (B, P, 3, 3), t (B, P, 3), scale (B, P))``:
+        inverted once per call of a public method, then shared by every query set."""
+        mat, shift, scale = self.bone_frames(bones)
+        return torch.linalg.inv(mat), shift, scale
+
+    def _sample_parts(self, points: torch.Tensor, frames: Frames, queries: _PartQueries) -> torch.Tensor:
         """Signed distance ``(B, P, L)`` of the padded query points of each bone to that bone."""
-        mat, shift, scale = frames
+        inverse, shift, scale = frames
         padded = torch.cat([points, points.new_zeros(points.shape[0], 1, 3)], 1)
         pts = padded[:, queries.index]  # (B, P, L, 3)
-        local = torch.einsum("bpij,bplj->bpli", torch.linalg.inv(mat), pts - shift[:, :, None])
+        local = torch.einsum("bpij,bplj->bpli", inverse, pts - shift[:, :, None])
         sd = sample_sdf_grids(self.grids, self.lower, self.upper, local.transpose(0, 1)).transpose(0, 1)
         return sd * scale[..., None]
 
-    def _to_bones(self, points: torch.Tensor, frames: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                  queries: _PartQueries) -> torch.Tensor:
+    def _to_bones(self, points: torch.Tensor, frames: Frames, queries: _PartQueries) -> torch.Tensor:
         """Signed distance ``(B, n)`` of each query point to the nearest of its tested bones."""
         sd = self._sample_parts(points, frames, queries)
         batch = points.shape[0]
@@ -237,7 +244,7 @@ class TissuePenetration:
     def bone_pair_distances(self, bones: torch.Tensor) -> torch.Tensor:
         """Signed distance ``(B, n_b, P)`` of every bone vertex to every other bone (``+inf``
         for its own), e.g. to tell articulating neighbours from other contacts."""
-        sd = self._sample_parts(bones, self.bone_frames(bones), self._bone_queries)  # (B, P, L)
+        sd = self._sample_parts(bones, self._rest_frames(bones), self._bone_queries)  # (B, P, L)
         batch, parts = bones.shape[0], self.num_parts
         out = bones.new_full((batch, bones.shape[1] + 1, parts), float("inf"))
         col = torch.arange(parts, device=bones.device)[:, None].expand_as(self._bone_queries.index)
@@ -268,7 +275,7 @@ class TissuePenetration:
             raise ParameterError("this TissuePenetration was built without the skin.")
         if muscles is not None and (self.muscle_surface is None or self.muscle_faces is None or skin is None):
             raise ParameterError("muscles need the skin too, and a TissuePenetration built with both.")
-        frames = self.bone_frames(bones)
+        frames = self._rest_frames(bones)
         out = {}
         if "bone_bone" in pairs:
             out["bone_bone"] = self._to_bones(bones, frames, self._bone_queries)
@@ -349,7 +356,7 @@ class TissuePenetration:
             raise ParameterError("this TissuePenetration was built without the skin.")
         skin = skin.detach().clone()
         bones = bones.detach()
-        frames = self.bone_frames(bones)
+        frames = self._rest_frames(bones)
         surf = self.skin_surface
         for _ in range(iterations):
             with torch.enable_grad():
