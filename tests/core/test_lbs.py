@@ -236,13 +236,7 @@ def test_cuda_matches_cpu_and_rejects_mixed_devices() -> None:
         blend_skin(buf, rot)
 
 
-@pytest.mark.parametrize("store_bytes", [0, 1 << 30])  # recompute the blended transforms / keep them
-def test_skinning_vertex_blocks_agree_and_gradcheck_across_blocks(
-    store_bytes: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import anatomy.core.skinning as skinning
-
-    monkeypatch.setattr(skinning, "STORE_BYTES", store_bytes)
+def test_skinning_vertex_blocks_agree_and_gradcheck_across_blocks() -> None:
     num_v, num_j = 150, 5  # 150 vertices = three blocks of at least 64 with block_bytes=1
     v = torch.randn(2, num_v, 3, dtype=D, requires_grad=True)
     a = torch.randn(2, num_j, 3, 4, dtype=D, requires_grad=True)
