@@ -12,15 +12,18 @@ from .core.errors import (
     OptionalDependencyError,
     ParameterError,
     ShapeError,
+    TopologyError,
     UnsafePickleError,
 )
+from .fitting import HeadFit, SurgeryResult, predict_face, predict_skull, simulate_surgery
 from .io import ModelData, TissueSpec, load_model, make_toy_model_data, save_model
 from .models import ArticulatedModel, ModelOutput, Nimble, Piano, Sculptor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AnatomyError", "ArticulatedModel", "DeviceError", "DtypeError", "ModelData", "ModelFileError",
+    "AnatomyError", "ArticulatedModel", "DeviceError", "DtypeError", "HeadFit", "ModelData", "ModelFileError",
     "ModelOutput", "Nimble", "OptionalDependencyError", "ParameterError", "Piano", "Sculptor", "ShapeError",
-    "TissueSpec", "UnsafePickleError", "__version__", "load_model", "make_toy_model_data", "save_model",
+    "SurgeryResult", "TissueSpec", "TopologyError", "UnsafePickleError", "__version__", "load_model",
+    "make_toy_model_data", "predict_face", "predict_skull", "save_model", "simulate_surgery",
 ]

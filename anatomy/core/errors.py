@@ -16,6 +16,10 @@ class ShapeError(AnatomyError, ValueError):
     """A tensor or array has the wrong number of dimensions or the wrong sizes."""
 
 
+class TopologyError(ShapeError):
+    """A mesh does not have the model's topology (vertex count, vertex order or faces): register it first."""
+
+
 class ParameterError(AnatomyError, ValueError):
     """A parameter has a bad value: NaN/Inf, out of range, empty batch, unknown option."""
 
