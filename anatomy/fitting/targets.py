@@ -94,12 +94,14 @@ def read_target(
         file_faces = np.asarray(faces.detach().cpu().numpy() if isinstance(faces, torch.Tensor) else faces)
     if not verts.is_floating_point():
         verts = verts.double()
+    given = tuple(verts.shape)
     if verts.dim() == 2:
         verts = verts[None]
     expected = int(tissue_vertex_ids(model, tissues).numel())
     if verts.dim() != 3 or verts.shape[-1] != 3 or verts.shape[1] != expected:
-        raise TopologyError(f"{what} has shape {tuple(verts.shape)} but must be (V, 3) or (B, V, 3) with "
-                            f"V = {expected}: {_layout_hint(model, tissues)}.")
+        count = f"{verts.shape[1]} vertices" if verts.dim() == 3 and verts.shape[-1] == 3 else f"shape {given}"
+        raise TopologyError(f"{what} has {count} but must be (V, 3) or (B, V, 3) with V = {expected}, in "
+                            f"{_layout_hint(model, tissues)}.")
     if verts.shape[0] == 0:
         raise ParameterError(f"{what} has an empty batch; pass at least one mesh.")
     if file_faces is not None:
