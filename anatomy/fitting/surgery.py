@@ -56,17 +56,19 @@ class SurgeryResult:
 
 
 def trait_movements(model: Sculptor) -> dict[str, float]:
-    """``{trait name: bony landmark movement (mm) per unit coefficient}`` from the model's metadata
-    (empty for a model whose traits are not described, e.g. an official SCULPTOR file)."""
+    """``{trait name: bony landmark movement (mm) per unit coefficient}`` from the model's metadata,
+    in the order of the trait space (empty for a model whose traits are not described, e.g. an
+    official SCULPTOR file)."""
     comps = model.data_meta.get("trait_components")
     out: dict[str, float] = {}
     if isinstance(comps, list):
-        for i, c in enumerate(comps):
-            if isinstance(c, dict) and "name" in c and "bony_landmark_movement_mm" in c:
-                out[str(c["name"])] = float(c["bony_landmark_movement_mm"])
-            elif isinstance(c, dict) and "name" in c:
-                out[str(c["name"])] = math.nan  # named, but no bone movement given
-            del i
+        described = [c for c in comps if isinstance(c, dict)]
+        if all(isinstance(c.get("index"), int) for c in described):
+            described.sort(key=lambda c: int(c["index"]))  # in the order of the trait space
+        for c in described:
+            if "name" in c:
+                # named, but without a bone movement: nan (refused when used)
+                out[str(c["name"])] = float(c.get("bony_landmark_movement_mm", math.nan))
     return out
 
 
@@ -119,7 +121,7 @@ def simulate_surgery(
     if "trait" not in model.space_sizes:
         raise ParameterError(f"this model has no trait space (spaces {list(model.space_sizes)}).")
     ref = model.template
-    kwargs = {k: v for k, v in params.items()}
+    kwargs = dict(params)
     n_trait = model.space_sizes["trait"]
     if isinstance(movement, torch.Tensor):
         check_finite(movement, "movement")
