@@ -1,0 +1,34 @@
+"""The numbered examples run with --smoke (a small, fast run) and print their figures."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("[0-9][0-9]_*.py"))
+
+
+def test_examples_are_numbered_scripts() -> None:
+    assert SCRIPTS[:3] == ["01_face_from_skull.py", "02_skull_from_face.py", "03_surgery_simulation.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_example_smoke(script: str, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), "--smoke", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"outputs in {tmp_path}" in done.stdout
+    assert any(tmp_path.iterdir())
+    if script.startswith(("01", "02")):
+        # the recovery figure is printed and below 1e-3 mm
+        worst = float(re.search(r"max ([0-9.e+-]+) mm", done.stdout).group(1))  # type: ignore[union-attr]
+        assert worst < 1e-3
+    if script.startswith("03"):
+        assert re.search(r"pogonion\s+moves\s+5\.000 mm", done.stdout)
