@@ -7,7 +7,8 @@ the target's frame. One fitting loop serves both (:func:`_fit_head`):
 * model frame: ``M(x)``, the target's vertices of the layer at zero global pose, as a function of
   ``x`` = the free linear coefficients (shape, trait, and expression for the skull-from-face
   fit) and the jaw (``jaw_pose`` axis-angle, ``jaw_offset`` mm);
-* world frame: ``W = s M(x) R^T + t`` (``s = 1`` unless ``fit_scale``);
+* world frame: ``W = s M(x) R^T + t`` (``s = 1`` unless ``fit_scale``; with it, residuals are
+  divided by the initial Procrustes scale so that they stay in the model's millimetres);
 * energy: ``sum_i |W_i - Y_i|^2 + prior_weight * (|c|^2 + |jaw_pose / 0.25 rad|^2 +
   |jaw_offset / 3 mm|^2)``: a Gaussian prior on the coefficients (N(0, 1) for the default head),
   so ``prior_weight`` is the variance (mm^2) of the per-coordinate noise one expects on the target.
@@ -150,7 +151,11 @@ def _lm_one(prob: _Problem, target: torch.Tensor, *, fit_scale: bool, prior_weig
     with torch.no_grad():
         mean = prob.points(x[None])[0]
         sim = procrustes(mean, target, scale=fit_scale)
-    rot, t, log_s = sim.rotation, sim.translation, torch.log(sim.scale)
+    # residuals in model millimetres: a target in other units (fit_scale) is divided by the initial
+    # scale, so that prior_weight keeps its meaning; undone at the end
+    unit = sim.scale.clone()
+    target = target / unit
+    rot, t, log_s = sim.rotation, sim.translation / unit, torch.zeros_like(unit)
     prior = prob.prior_scale(prior_weight)
 
     def cost_of(m: torch.Tensor, xv: torch.Tensor, r: torch.Tensor, tv: torch.Tensor, ls: torch.Tensor) -> float:
@@ -199,7 +204,7 @@ def _lm_one(prob: _Problem, target: torch.Tensor, *, fit_scale: bool, prior_weig
                     float(step.abs().max()) < 1e-13:
                 converged = True
                 break
-    return x, rot, t, torch.exp(log_s), it, converged
+    return x, rot, t * unit, torch.exp(log_s) * unit, it, converged
 
 
 def _fit_head(

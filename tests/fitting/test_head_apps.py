@@ -166,6 +166,12 @@ def test_fit_scale_and_closed_jaw(head: Sculptor, bone_null_trait: torch.Tensor)
     torch.testing.assert_close(fit.params["scale"], torch.tensor([1.1], dtype=F64), atol=1e-9, rtol=0)
     assert torch.equal(fit.params["jaw_pose"], torch.zeros(1, 3, dtype=F64))
     assert float((fit.face - move(out.face, rot, t)).norm(dim=-1).max()) < 1e-3
+    # a target in metres: the prior keeps its meaning (residuals in model mm), so the fit is the same
+    bones = bones_of(head(**truth), head)
+    in_mm = predict_face(bones, head, fit_scale=True)
+    in_m = predict_face(bones * 1e-3, head, fit_scale=True)
+    torch.testing.assert_close(in_m.params["scale"], in_mm.params["scale"] * 1e-3, atol=0, rtol=1e-9)
+    torch.testing.assert_close(in_m.face * 1e3, in_mm.face, atol=1e-6, rtol=0)
 
 
 def test_float32_model_gives_float32_results() -> None:
