@@ -27,6 +27,7 @@ from ..io.model_file import load_model
 from ..io.official_sculptor import SCULPTOR_JOINT_NAMES, SCULPTOR_PARENTS, sculptor_to_model_data
 from .articulated import ArticulatedModel
 from .head_limits import jaw_joint_limits, jaw_offset_box
+from .head_penetration import HeadPenetration
 from .output import ModelOutput
 
 __all__ = ["DEFAULT_HEAD_NAME", "Sculptor", "SculptorOutput", "default_head_path"]
@@ -162,6 +163,7 @@ class Sculptor(ArticulatedModel):
         jaw_weight = self.weights.to_dense()[:, 1] if self.weights.layout != torch.strided else self.weights[:, 1]
         self.register_buffer("_mandible_ids", torch.nonzero(bone & (jaw_weight.cpu() > 0.5)).flatten(),
                              persistent=False)
+        self._penetration: HeadPenetration | None = None
         if device is not None:
             self.to(device)
 
@@ -284,6 +286,42 @@ class Sculptor(ArticulatedModel):
                                   joint_offsets=offsets, coeffs=coeffs)
         return SculptorOutput(**{f: getattr(out, f) for f in ModelOutput.__dataclass_fields__},
                               landmark_groups=self.landmark_groups)
+
+    # -- sampling and penetration ---------------------------------------------------------------
+    def sample(self, num: int, *, generator: torch.Generator | None = None,
+               spaces: tuple[str, ...] | None = None, jaw: bool = True) -> dict[str, torch.Tensor]:
+        """Keyword arguments of :meth:`forward` for ``num`` random heads: ``shape`` ~ N(0, 1) (the
+        default head's coefficients are normalised), ``trait`` ~ U(-1, 1) (one typical movement
+        either way), ``expression`` ~ U(0, 1) (each muscle's activation: 0 relaxed, 1 a strong
+        contraction; larger values exaggerate and fold the skin), and with ``jaw`` every jaw
+        angle and offset uniform inside its limits. ``spaces`` (default: all of the model's)."""
+        if num < 1:
+            raise ParameterError(f"num must be at least 1, got {num}.")
+        chosen = tuple(self.space_sizes) if spaces is None else spaces
+        unknown = [n for n in chosen if n not in self.space_sizes]
+        if unknown:
+            raise ParameterError(f"unknown space(s) {unknown}; this model has {list(self.space_sizes)}.")
+        f64 = torch.float64
+        draw = {"shape": lambda k: torch.randn(num, k, generator=generator, dtype=f64),
+                "trait": lambda k: 2.0 * torch.rand(num, k, generator=generator, dtype=f64) - 1.0,
+                "expression": lambda k: torch.rand(num, k, generator=generator, dtype=f64)}
+        out = {n: draw[n](self.space_sizes[n]) for n in chosen}
+        if jaw:
+            limits = self.jaw_limits().to(dtype=f64)
+            lo, hi = limits.lower.cpu(), limits.upper.cpu()
+            angles = lo + torch.rand(num, 1, 3, generator=generator, dtype=f64) * (hi - lo)
+            out["jaw_pose"] = matrix_to_axis_angle(limits.to("cpu").rotations(angles)[:, 0])
+            low, up = (x.cpu().double() for x in self.jaw_offset_limits())
+            out["jaw_offset"] = low + torch.rand(num, 3, generator=generator, dtype=f64) * (up - low)
+        ref = self.template
+        return {k: v.to(ref.device, ref.dtype) for k, v in out.items()}
+
+    def penetration(self) -> HeadPenetration:
+        """Bone through skin: ``pen.report(out)``, ``pen.penalty(out, margin=)`` (differentiable),
+        ``pen.heights(out)``; built from the rest tissues on first use and cached."""
+        if self._penetration is None:
+            self._penetration = HeadPenetration(self.layout, self.template)
+        return self._penetration
 
     # -- jaw limits ------------------------------------------------------------------------
     def jaw_limits(self) -> JointLimits:

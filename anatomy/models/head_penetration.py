@@ -1,0 +1,65 @@
+"""Bone through skin for the head layer: skull and mandible under the face sheet.
+
+The geometry lives in :class:`anatomy.constraints.cover.SheetCover`; this module only knows
+which tissues of the head are bone and which is the face, and turns heights into a report.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..constraints.cover import SheetCover
+from ..core.errors import ParameterError
+from .output import ModelOutput, TissueLayout
+
+__all__ = ["HeadPenetration"]
+
+
+class HeadPenetration:
+    """Skull / mandible (every tissue but ``face``) against the ``face`` sheet of a head layer.
+
+    Built from the rest vertex stack; use it on outputs of the same layer:
+    ``heights(out)`` ``(B, N)`` mm (> 0 = bone in front of its skin), ``penalty(out, margin=)``
+    (differentiable ``(B,)``), ``report(out, threshold=)`` (plain numbers). ``point_ids`` are the
+    stack indices of the N bone vertices under the face.
+    """
+
+    def __init__(self, layout: tuple[TissueLayout, ...], template: torch.Tensor, *, reach: float = 30.0) -> None:
+        lay = {t.name: t for t in layout}
+        if "face" not in lay or len(lay) < 2:
+            raise ParameterError(f"head penetration needs a 'face' tissue and at least one bone tissue; "
+                                 f"the model has {list(lay)}.")
+        face = lay["face"]
+        self.bones = tuple(t for t in layout if t.name != "face")
+        ids = torch.cat([torch.arange(t.start, t.stop) for t in self.bones])
+        self.face_slice = slice(face.start, face.stop)
+        rest = template.detach()
+        self.cover = SheetCover(rest[ids], rest[self.face_slice], face.faces, reach=reach)
+        self.point_ids = ids[self.cover.ids]  # stack indices of the covered bone vertices
+        owner = torch.cat([torch.full((t.stop - t.start,), i) for i, t in enumerate(self.bones)])
+        self._owner = owner[self.cover.ids]
+
+    def heights(self, out: ModelOutput) -> torch.Tensor:
+        """Heights (mm) of the covered bone vertices above the posed face; ``> 0`` pokes through."""
+        v = out.vertices
+        bone_ids = torch.cat([torch.arange(t.start, t.stop, device=v.device) for t in self.bones])
+        return self.cover.heights(v[:, bone_ids], v[:, self.face_slice])
+
+    def penalty(self, out: ModelOutput, *, margin: float = 0.0) -> torch.Tensor:
+        """Differentiable ``(B,)``: ``sum relu(height + margin)^2`` over covered bone vertices (mm^2)."""
+        return (self.heights(out) + margin).clamp_min(0.0).square().sum(1)
+
+    def report(self, out: ModelOutput, *, threshold: float = 0.5) -> dict[str, object]:
+        """How far bone comes through the skin in ``out`` (mm): the worst depth over the batch, the
+        number of samples with any depth ``> threshold``, the worst per bone tissue."""
+        with torch.no_grad():
+            depth = self.heights(out).clamp_min(0.0)
+            worst = depth.max(1).values
+            per = {t.name: round(float(depth[:, self._owner.to(depth.device) == i].max()), 3)
+                   if bool((self._owner == i).any()) else None for i, t in enumerate(self.bones)}
+        return {
+            "samples": int(depth.shape[0]), "covered_bone_vertices": int(depth.shape[1]),
+            "max_depth_mm": round(float(worst.max()), 3),
+            f"samples_over_{threshold}_mm": int((worst > threshold).sum()),
+            "max_depth_mm_per_tissue": per,
+        }
