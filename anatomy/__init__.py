@@ -11,6 +11,7 @@ from .core.errors import (
     ModelFileError,
     OptionalDependencyError,
     ParameterError,
+    RangeWarning,
     ShapeError,
     TopologyError,
     UnsafePickleError,
@@ -23,7 +24,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnatomyError", "ArticulatedModel", "DeviceError", "DtypeError", "HeadFit", "ModelData", "ModelFileError",
-    "ModelOutput", "Nimble", "OptionalDependencyError", "ParameterError", "Piano", "Sculptor", "ShapeError",
+    "ModelOutput", "Nimble", "OptionalDependencyError", "ParameterError", "Piano", "RangeWarning", "Sculptor",
+    "ShapeError",
     "SurgeryResult", "TissueSpec", "TopologyError", "UnsafePickleError", "__version__", "load_model",
     "make_toy_model_data", "predict_face", "predict_skull", "save_model", "simulate_surgery",
 ]

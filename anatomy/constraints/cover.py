@@ -27,6 +27,7 @@ follow skin that slides far along the bone (it is a first-order test in the slid
 from __future__ import annotations
 
 import torch
+from scipy.spatial import cKDTree
 
 from ..core.checks import check_finite, check_tensor
 from ..core.errors import ParameterError, ShapeError
@@ -87,14 +88,15 @@ class SheetCover:
         self.faces = faces
         self.corners = faces[near.face_index[self.ids]]  # (N, 3) sheet vertex ids of each pair
         self.bary = near.barycentric[self.ids]  # (N, 3)
-        centres = rest_s[faces].mean(1)
-        rows, cols = [], []
-        for i, (point, own) in enumerate(zip(near.closest[self.ids], near.face_index[self.ids].tolist())):
-            found = torch.nonzero((centres - point).norm(dim=1) < patch).flatten().tolist()
-            cols += sorted(set(found) | {own})
+        found = cKDTree(rest_s[faces].mean(1).numpy()).query_ball_point(near.closest[self.ids].numpy(), patch)
+        rows: list[int] = []
+        cols: list[int] = []
+        for i, (ball, own) in enumerate(zip(found, near.face_index[self.ids].tolist())):
+            cols += sorted(set(ball) | {own})
             rows += [i] * (len(cols) - len(rows))
         index = torch.tensor([rows, cols])
-        self.patches = torch.sparse_coo_tensor(index, torch.ones(len(rows)), (len(self.ids), len(faces))).coalesce()
+        self.patches = torch.sparse_coo_tensor(index, torch.ones(len(rows)), (len(self.ids), len(faces)),
+                                               check_invariants=True).coalesce()
         height = self._heights(rest_p[None, self.ids], rest_s[None])[0]
         if int((height > 0).sum()) * 2 > len(height):  # the winding points inwards
             self.faces = faces[:, [0, 2, 1]]

@@ -44,6 +44,11 @@ class OptionalDependencyError(AnatomyError, ImportError):
     """An optional dependency is not installed; the message names the pip extra."""
 
 
+class RangeWarning(UserWarning):
+    """A value lies outside its documented anatomical range; the result is computed anyway
+    (silence with ``warnings.filterwarnings("ignore", category=anatomy.RangeWarning)``)."""
+
+
 def missing_dependency(module: str, extra: str, purpose: str) -> OptionalDependencyError:
     """Build the error raised when ``module`` (from pip extra ``extra``) is missing."""
     return OptionalDependencyError(

@@ -125,7 +125,7 @@ class _Problem:
 
     def points(self, x: torch.Tensor) -> torch.Tensor:
         """``M(x)`` for a batch of ``x (K, P)`` -> ``(K, N, 3)``."""
-        return self.model(**self.kwargs(x)).vertices[:, self.ids]
+        return self.model(**self.kwargs(x), jaw_range="ignore").vertices[:, self.ids]
 
     def points_and_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``M(x) (N, 3)`` and ``dM/dx (P, N, 3)`` by central differences (one batched forward)."""

@@ -11,6 +11,7 @@ limits: :mod:`anatomy.models.head_limits`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 
 from ..constraints import JointLimits
 from ..core.checks import check_finite, check_floating, check_like, check_tensor
-from ..core.errors import ModelFileError, ParameterError, ShapeError
+from ..core.errors import ModelFileError, ParameterError, RangeWarning, ShapeError
 from ..core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..io.model_data import ModelData
 from ..io.model_file import load_model
@@ -35,6 +36,7 @@ __all__ = ["DEFAULT_HEAD_NAME", "Sculptor", "SculptorOutput", "default_head_path
 #: name (``meta["name"]``) of the embedded default head model
 DEFAULT_HEAD_NAME = "anatomy-default-head"
 _SPACES = ("shape", "trait", "expression")
+_RANGE_TOL = 1e-6  # rad / mm: rounding slack before a jaw value counts as out of range
 
 
 def default_head_path() -> Path:
@@ -263,8 +265,20 @@ class Sculptor(ArticulatedModel):
         global_orient: torch.Tensor | None = None,
         transl: torch.Tensor | None = None,
         scale: torch.Tensor | None = None,
+        jaw_range: str = "warn",
     ) -> SculptorOutput:
-        """Pose the head; see the class docs."""
+        """Pose the head; see the class docs.
+
+        ``jaw_range``: what to do with a jaw pose or offset outside the model's jaw limits
+        (:meth:`jaw_limits`, :meth:`jaw_offset_limits`): ``"warn"`` (default) computes it anyway and
+        warns with :class:`~anatomy.RangeWarning`; ``"clamp"`` clamps it into the limits first
+        (:meth:`clamp_jaw`; the clamp passes gradients only inside the limits); ``"ignore"`` neither
+        checks nor warns (fastest: no data-dependent branch, e.g. under ``torch.compile`` or in
+        an optimisation loop that has its own :meth:`jaw_penalty`)."""
+        if jaw_range not in ("warn", "clamp", "ignore"):
+            raise ParameterError(f"jaw_range must be 'warn', 'clamp' or 'ignore', got {jaw_range!r}.")
+        if jaw_range != "ignore" and (jaw_pose is not None or jaw_offset is not None) and self._limit_extras:
+            jaw_pose, jaw_offset = self._jaw_in_range(jaw_pose, jaw_offset, clamp=jaw_range == "clamp")
         coeffs: dict[str, torch.Tensor | None] = {}
         for name, value in (("shape", shape), ("trait", trait), ("expression", expression)):
             if value is None:
@@ -324,6 +338,39 @@ class Sculptor(ArticulatedModel):
         return self._penetration
 
     # -- jaw limits ------------------------------------------------------------------------
+    def _jaw_in_range(self, jaw_pose: torch.Tensor | None, jaw_offset: torch.Tensor | None, *,
+                      clamp: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if clamp:
+            if jaw_pose is not None:
+                jaw_pose = self.clamp_jaw(jaw_pose)[0]
+            if jaw_offset is not None:
+                lower, upper = self.jaw_offset_limits()
+                jaw_offset = torch.maximum(torch.minimum(self._jaw_offset(jaw_offset), upper), lower)
+            return jaw_pose, jaw_offset
+        with torch.no_grad():
+            parts = []
+            if jaw_pose is not None:
+                lim = self.jaw_limits()
+                angles = self.jaw_angles(jaw_pose.detach())
+                bad = (angles < lim.lower[0] - _RANGE_TOL) | (angles > lim.upper[0] + _RANGE_TOL)
+                if bool(bad.any()):
+                    worst = torch.rad2deg(angles[bad.any(1)][0])
+                    parts.append(f"jaw angles (opening, roll, yaw) {[round(float(a), 1) for a in worst]} deg outside "
+                                 f"{[round(float(a), 1) for a in torch.rad2deg(lim.lower[0])]} .. "
+                                 f"{[round(float(a), 1) for a in torch.rad2deg(lim.upper[0])]}")
+            if jaw_offset is not None:
+                lower, upper = self.jaw_offset_limits()
+                off = self._jaw_offset(jaw_offset.detach())
+                bad = ((off < lower - _RANGE_TOL) | (off > upper + _RANGE_TOL)).any(1)
+                if bool(bad.any()):
+                    parts.append(f"jaw_offset {[round(float(a), 2) for a in off[bad][0]]} mm outside "
+                                 f"{[round(float(a), 2) for a in lower]} .. {[round(float(a), 2) for a in upper]}")
+        if parts:
+            warnings.warn(f"{'; '.join(parts)} (first such sample shown): beyond the anatomical range of the jaw. "
+                          f"Pass jaw_range='clamp' to clamp into the limits, or jaw_range='ignore' to silence.",
+                          RangeWarning, stacklevel=5)  # _jaw_in_range, forward, Module call x2, caller
+        return jaw_pose, jaw_offset
+
     def jaw_limits(self) -> JointLimits:
         """The jaw's rotation limits (one row), on the layer's device and dtype; angles
         ``(opening, roll, yaw)`` as in :mod:`~anatomy.models.head_limits`."""

@@ -8,6 +8,7 @@ jaw_pose / jaw_offset / space keywords: they are laid out here by hand.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from anatomy import Sculptor
-from anatomy.core.errors import DtypeError, ModelFileError, ParameterError, ShapeError
+from anatomy.core.errors import DtypeError, ModelFileError, ParameterError, RangeWarning, ShapeError
 from anatomy.core.rotations import matrix_to_axis_angle
 from anatomy.io import load_model, save_model
 from anatomy.models import sculptor as sculptor_module
@@ -216,6 +217,40 @@ def test_clamp_and_penalty(head: Sculptor) -> None:
     # matrices in, matrices out
     mats, _ = head.clamp_jaw(rot)
     assert mats.shape == (2, 3, 3)
+
+
+def test_out_of_range_jaw_warns_clamps_or_is_ignored(head: Sculptor) -> None:
+    _, ohi = head.jaw_offset_limits()
+    far = torch.tensor([[0.0, float(ohi[1]) + 20.0, 0.0]], dtype=F64)
+    wide = matrix_to_axis_angle(head.jaw_limits().rotations(torch.tensor([[[1.2, 0.0, 0.0]]], dtype=F64))[:, 0])
+    with pytest.warns(RangeWarning, match=r"jaw_offset .* mm outside"):
+        warned = head(jaw_offset=far)
+    with pytest.warns(RangeWarning, match=r"jaw angles \(opening, roll, yaw\) \[68.8"):
+        head(jaw_pose=wide)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither inside the limits nor with "ignore" warns
+        ignored = head(jaw_offset=far, jaw_range="ignore")
+        head(jaw_pose=torch.zeros(1, 3, dtype=F64), jaw_offset=torch.zeros(1, 3, dtype=F64))
+        clamped = head(jaw_pose=wide, jaw_offset=far, jaw_range="clamp")
+    torch.testing.assert_close(warned.vertices, ignored.vertices)  # "warn" computes the value as given
+    pose, offset = head.clamp_jaw(wide, far)
+    torch.testing.assert_close(clamped.vertices, head(jaw_pose=pose, jaw_offset=offset).vertices)
+    assert offset is not None and float(offset[0, 1]) == pytest.approx(float(ohi[1]))
+    with pytest.raises(ParameterError, match="jaw_range must be"):
+        head(jaw_offset=far, jaw_range="clip")
+
+
+def test_torch_compile_matches_eager_outputs_and_gradients(head: Sculptor) -> None:
+    p = _inputs(3)
+    shape = p["shape"].clone().requires_grad_()
+    compiled = torch.compile(lambda s: head(s, p["trait"], jaw_pose=p["jaw_pose"], jaw_offset=p["jaw_offset"],
+                                            jaw_range="ignore").vertices, backend="aot_eager")
+    eager = head(shape, p["trait"], jaw_pose=p["jaw_pose"], jaw_offset=p["jaw_offset"], jaw_range="ignore").vertices
+    got = compiled(shape)
+    torch.testing.assert_close(got, eager, atol=1e-10, rtol=0)
+    g_got, = torch.autograd.grad(got.square().sum(), shape)
+    g_want, = torch.autograd.grad(eager.square().sum(), shape)
+    torch.testing.assert_close(g_got, g_want, atol=1e-8, rtol=1e-10)
 
 
 def test_limits_missing_are_explained_and_a_model_frame_is_used(data: Any) -> None:
