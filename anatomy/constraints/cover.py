@@ -85,7 +85,6 @@ class SheetCover:
                                  "its boundary); check that points and sheet are in the same frame.")
         self.num_candidates = points.shape[0]
         self.ids = torch.nonzero(keep).flatten()
-        self.faces = faces
         self.corners = faces[near.face_index[self.ids]]  # (N, 3) sheet vertex ids of each pair
         self.bary = near.barycentric[self.ids]  # (N, 3)
         found = cKDTree(rest_s[faces].mean(1).numpy()).query_ball_point(near.closest[self.ids].numpy(), patch)
@@ -94,19 +93,21 @@ class SheetCover:
         for i, (ball, own) in enumerate(zip(found, near.face_index[self.ids].tolist())):
             cols += sorted(set(ball) | {own})
             rows += [i] * (len(cols) - len(rows))
-        index = torch.tensor([rows, cols])
-        self.patches = torch.sparse_coo_tensor(index, torch.ones(len(rows)), (len(self.ids), len(faces)),
+        used, local = torch.unique(torch.tensor(cols), return_inverse=True)  # only these normals are needed
+        index = torch.stack([torch.tensor(rows), local])
+        self.patches = torch.sparse_coo_tensor(index, torch.ones(len(rows)), (len(self.ids), len(used)),
                                                check_invariants=True).coalesce()
+        self.patch_faces = faces[used]
         height = self._heights(rest_p[None, self.ids], rest_s[None])[0]
         if int((height > 0).sum()) * 2 > len(height):  # the winding points inwards
-            self.faces = faces[:, [0, 2, 1]]
+            self.patch_faces = self.patch_faces[:, [0, 2, 1]]
             height = -height
         self.rest_height = height
 
     def _heights(self, points: torch.Tensor, sheet: torch.Tensor) -> torch.Tensor:
         corners, bary = self.corners.to(sheet.device), self.bary.to(sheet.device, sheet.dtype)
         skin = (sheet[:, corners] * bary[..., None]).sum(-2)  # (B, N, 3)
-        tri = sheet[:, self.faces.to(sheet.device)]  # (B, F, 3, 3)
+        tri = sheet[:, self.patch_faces.to(sheet.device)]  # (B, F_patch, 3, 3)
         area_normals = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
         batch, num_f = area_normals.shape[:2]
         patches = self.patches.to(sheet.device, sheet.dtype)
