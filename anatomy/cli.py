@@ -132,7 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "tissues": {t.name: t.stop - t.start for t in out.layout},
         "joints": list(out.joint_names), "files": files, "seconds": round(time.perf_counter() - start, 3),
     }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    _write_json(folder / "summary.json", summary)
     print(f"wrote {len(files)} files to {folder} ({', '.join(summary['tissues'])}); "
           f"picture: {picture if picture else 'skipped'}")
     return 0
