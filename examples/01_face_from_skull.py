@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 import torch
-from _common import F64, bone_null_trait, errors, parse_args, random_heads, scanner_frame, to_frame
+from _common import F64, errors, heads_in_scanner, move_points, parse_args
 
 from anatomy import Sculptor, predict_face
 from anatomy.fitting.targets import tissue_faces
@@ -28,12 +28,9 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[1], heads=10)
     torch.set_num_threads(1)
     head = Sculptor(dtype=F64)
-    truth = random_heads(head, args.heads, args.seed, without=bone_null_trait())
-    rot, transl = scanner_frame(args.heads, args.seed)
-    with torch.no_grad():
-        out = head(**truth)
-    bones = to_frame(torch.cat([out.skull, out.mandible], 1), rot, transl)
-    true_face = to_frame(out.face, rot, transl)
+    truth, out, rot, transl = heads_in_scanner(head, args, hidden=False)
+    bones = move_points(torch.cat([out.skull, out.mandible], 1), rot, transl)
+    true_face = move_points(out.face, rot, transl)
     faces = tissue_faces(head, ("skull", "mandible"))
     paths = [write_obj(args.out / f"bones_scanner_{i}.obj", bones[i], faces) for i in range(args.heads)]
 

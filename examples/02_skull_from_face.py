@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 import torch
-from _common import F64, errors, parse_args, random_heads, scanner_frame, to_frame
+from _common import F64, errors, heads_in_scanner, move_points, parse_args
 
 from anatomy import Sculptor, predict_skull
 from anatomy.io import write_obj, write_ply
@@ -23,12 +23,9 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[1], heads=10)
     torch.set_num_threads(1)
     head = Sculptor(dtype=F64)
-    truth = random_heads(head, args.heads, args.seed, expression=True)
-    rot, transl = scanner_frame(args.heads, args.seed)
-    with torch.no_grad():
-        out = head(**truth)
-    face = to_frame(out.face, rot, transl)
-    true_bones = to_frame(torch.cat([out.skull, out.mandible], 1), rot, transl)
+    truth, out, rot, transl = heads_in_scanner(head, args, expression=True)
+    face = move_points(out.face, rot, transl)
+    true_bones = move_points(torch.cat([out.skull, out.mandible], 1), rot, transl)
     paths = [write_ply(args.out / f"face_scanner_{i}.ply", face[i], out.faces("face")) for i in range(args.heads)]
 
     start = time.perf_counter()

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import torch
-from _common import F64, parse_args, random_heads, scanner_frame, to_frame
+from _common import F64, move_points, parse_args, random_heads, scanner_frame
 
 from anatomy import Sculptor, predict_face, simulate_surgery
 from anatomy.fitting.targets import tissue_faces
@@ -31,7 +31,7 @@ def main() -> None:
     rot, transl = scanner_frame(1, args.seed)
     with torch.no_grad():
         out = head(**truth)
-    bones = to_frame(torch.cat([out.skull, out.mandible], 1), rot, transl)[0]
+    bones = move_points(torch.cat([out.skull, out.mandible], 1), rot, transl)[0]
     path = write_obj(args.out / "patient_bones.obj", bones, tissue_faces(head, ("skull", "mandible")))
     fit = predict_face(path, head)
     print(f"patient fitted in {fit.seconds:.2f} s (bone rms {float(fit.rms_mm[0]):.3f} mm)")

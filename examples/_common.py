@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from anatomy import Sculptor, load_model
-from anatomy.core.rotations import axis_angle_to_matrix
-from anatomy.models.sculptor import default_head_path
+from anatomy import Sculptor
+from anatomy.fitting.synthetic import hidden_traits, move_points, random_rigid
 
 F64 = torch.float64
+__all__ = ["F64", "errors", "heads_in_scanner", "move_points", "parse_args", "random_heads", "scanner_frame"]
 
 
 def parse_args(description: str, heads: int) -> argparse.Namespace:
@@ -30,45 +30,32 @@ def parse_args(description: str, heads: int) -> argparse.Namespace:
     return args
 
 
-def bone_null_trait() -> torch.Tensor:
-    """Trait-coefficient directions that move no bone, ``(n_trait, n_null)``: a skull cannot show
-    them (in the default head: mandibular advancement against setback)."""
-    data = load_model(default_head_path())
-    nb = sum(t.stop - t.start for t in data.tissues if t.name != "face")
-    basis = data.spaces["trait"][:, :nb].reshape(data.spaces["trait"].shape[0], -1).double()
-    u, s, _ = torch.linalg.svd(basis, full_matrices=False)
-    return u[:, s < 1e-6 * s[0]]
-
-
 def random_heads(head: Sculptor, count: int, seed: int, *, expression: bool = False,
-                 without: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Random shapes and traits (N(0, 1)), a jaw opened by up to 0.25 rad with a small condylar
-    offset and, if asked, a random expression; trait directions in ``without`` are removed."""
-    g = torch.Generator().manual_seed(seed)
-    trait = torch.randn(count, head.space_sizes["trait"], generator=g, dtype=F64)
-    if without is not None:
-        trait = trait - (trait @ without) @ without.T
-    params = {
-        "shape": torch.randn(count, head.space_sizes["shape"], generator=g, dtype=F64),
-        "trait": trait,
-        "jaw_pose": torch.tensor([[-0.25, 0.02, -0.03]], dtype=F64) * torch.rand(count, 1, generator=g, dtype=F64),
-        "jaw_offset": torch.randn(count, 3, generator=g, dtype=F64),
-    }
-    if expression:
-        params["expression"] = torch.randn(count, head.space_sizes["expression"], generator=g, dtype=F64)
+                 hidden: bool = True) -> dict[str, torch.Tensor]:
+    """Random heads (``Sculptor.sample``: shape, trait, jaw inside its limits; expression only if
+    asked); without ``hidden`` the trait directions no bone shows are removed."""
+    spaces = tuple(n for n in head.space_sizes if expression or n != "expression")
+    params = head.sample(count, generator=torch.Generator().manual_seed(seed), spaces=spaces)
+    if not hidden:
+        null = hidden_traits(head)
+        params["trait"] = params["trait"] - (params["trait"] @ null) @ null.T
     return params
 
 
 def scanner_frame(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Random rotations (any axis, up to 3.1 rad) and translations (~300 mm)."""
-    g = torch.Generator().manual_seed(seed + 1000)
-    axis = torch.nn.functional.normalize(torch.randn(count, 3, generator=g, dtype=F64), dim=-1)
-    rot = axis_angle_to_matrix(axis * torch.rand(count, 1, generator=g, dtype=F64) * 3.1)
-    return rot, torch.randn(count, 3, generator=g, dtype=F64) * 300.0
+    return random_rigid(count, generator=torch.Generator().manual_seed(seed + 1000))
 
 
-def to_frame(points: torch.Tensor, rot: torch.Tensor, transl: torch.Tensor) -> torch.Tensor:
-    return points @ rot.transpose(-1, -2) + transl[:, None]
+def heads_in_scanner(head: Sculptor, args: argparse.Namespace, **options: bool) -> tuple[
+        dict[str, torch.Tensor], object, torch.Tensor, torch.Tensor]:
+    """``args.heads`` random heads (``random_heads`` options), posed, and a random scanner frame:
+    ``(parameters, output, rotations, translations)``."""
+    truth = random_heads(head, args.heads, args.seed, **options)
+    rot, transl = scanner_frame(args.heads, args.seed)
+    with torch.no_grad():
+        out = head(**truth)
+    return truth, out, rot, transl
 
 
 def errors(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:

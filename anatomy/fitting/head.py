@@ -236,7 +236,7 @@ def _fit_head(
         converged.append(ok)
         kw = prob.kwargs(x[None])
         with torch.no_grad():
-            root = model64(**kw).joints[0, 0]  # the root joint the global rotation turns about
+            root = model64(**kw, jaw_range="ignore").joints[0, 0]  # the root joint the global rotation turns about
         row = {name: kw.get(name, x.new_zeros(1, k)) for name, k in model64.space_sizes.items()}
         row["jaw_pose"] = kw.get("jaw_pose", x.new_zeros(1, 3))
         row["jaw_offset"] = kw.get("jaw_offset", x.new_zeros(1, 3))

@@ -36,7 +36,7 @@ __all__ = ["DEFAULT_HEAD_NAME", "Sculptor", "SculptorOutput", "default_head_path
 #: name (``meta["name"]``) of the embedded default head model
 DEFAULT_HEAD_NAME = "anatomy-default-head"
 _SPACES = ("shape", "trait", "expression")
-_RANGE_TOL = 1e-6  # rad / mm: rounding slack before a jaw value counts as out of range
+_RANGE_TOL = 1e-3  # rad / mm: slack (0.06 deg, 1 um) before a jaw value counts as out of range
 
 
 def default_head_path() -> Path:

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from anatomy import Sculptor, TopologyError, load_model, predict_face, predict_skull
+from anatomy import Sculptor, TopologyError, predict_face, predict_skull
 from anatomy.core.errors import DtypeError, ModelFileError, ParameterError
 from anatomy.core.rotations import axis_angle_to_matrix
 from anatomy.fitting.head import bone_tissues
+from anatomy.fitting.synthetic import hidden_traits, move_points, random_rigid
 from anatomy.fitting.targets import tissue_faces
 from anatomy.io import write_obj, write_ply
-from anatomy.models.sculptor import default_head_path
 from tests.models.test_sculptor_official import make_paradict
 
 F64 = torch.float64
@@ -36,42 +36,27 @@ def head() -> Sculptor:
 @pytest.fixture(scope="module")
 def bone_null_trait(head: Sculptor) -> torch.Tensor:
     """Unit trait-coefficient directions that move no bone vertex, (5, n_null)."""
-    data = load_model(default_head_path())
-    nb = sum(t.stop - t.start for t in data.tissues if t.name != "face")
-    basis = data.spaces["trait"][:, :nb].reshape(data.spaces["trait"].shape[0], -1).double()
-    u, s, _ = torch.linalg.svd(basis, full_matrices=False)
-    null = u[:, s < 1e-6 * s[0]]
+    null = hidden_traits(head)
     assert null.shape[1] == 1  # advancement vs setback
+    torch.testing.assert_close(null[:2, 0].abs(), torch.full((2,), 0.5 ** 0.5, dtype=F64))
     return null
 
 
 def random_head(head: Sculptor, batch: int, seed: int, null: torch.Tensor | None = None,
                 expression: bool = False) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    trait = torch.randn(batch, head.space_sizes["trait"], generator=g, dtype=F64)
+    """Random heads inside the model's ranges (``Sculptor.sample``), traits without ``null``."""
+    spaces = ("shape", "trait", "expression") if expression else ("shape", "trait")
+    params = head.sample(batch, generator=torch.Generator().manual_seed(seed), spaces=spaces)
     if null is not None:
-        trait = trait - (trait @ null) @ null.T
-    params = {
-        "shape": torch.randn(batch, head.space_sizes["shape"], generator=g, dtype=F64),
-        "trait": trait,
-        "jaw_pose": torch.tensor([[-0.25, 0.02, -0.03]], dtype=F64) * torch.rand(batch, 1, generator=g, dtype=F64),
-        "jaw_offset": torch.randn(batch, 3, generator=g, dtype=F64),
-    }
-    if expression:
-        params["expression"] = torch.randn(batch, head.space_sizes["expression"], generator=g, dtype=F64)
+        params["trait"] = params["trait"] - (params["trait"] @ null) @ null.T
     return params
 
 
 def scanner_frame(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random rotations (any angle up to ~pi) and translations of a few hundred mm."""
-    g = torch.Generator().manual_seed(seed + 100)
-    axis = torch.nn.functional.normalize(torch.randn(batch, 3, generator=g, dtype=F64), dim=-1)
-    angle = torch.rand(batch, 1, generator=g, dtype=F64) * 3.1
-    return axis_angle_to_matrix(axis * angle), torch.randn(batch, 3, generator=g, dtype=F64) * 300.0
+    return random_rigid(batch, generator=torch.Generator().manual_seed(seed + 100))
 
 
-def move(points: torch.Tensor, rot: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return points @ rot.transpose(-1, -2) + t[:, None]
+move = move_points
 
 
 def bones_of(out: object, head: Sculptor) -> torch.Tensor:
