@@ -236,7 +236,13 @@ def test_cuda_matches_cpu_and_rejects_mixed_devices() -> None:
         blend_skin(buf, rot)
 
 
-def test_skinning_vertex_blocks_agree_and_gradcheck_across_blocks() -> None:
+@pytest.mark.parametrize("small_batch", [0, 8])  # the blocked path / the plain small-batch path
+def test_skinning_vertex_blocks_agree_and_gradcheck_across_blocks(
+    small_batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anatomy.core.skinning as skinning
+
+    monkeypatch.setattr(skinning, "SMALL_BATCH", small_batch)
     num_v, num_j = 150, 5  # 150 vertices = three blocks of at least 64 with block_bytes=1
     v = torch.randn(2, num_v, 3, dtype=D, requires_grad=True)
     a = torch.randn(2, num_j, 3, 4, dtype=D, requires_grad=True)
@@ -255,6 +261,10 @@ def test_skinning_vertex_blocks_agree_and_gradcheck_across_blocks() -> None:
     g_dense = torch.autograd.grad(one.sum(), (v, a))
     for x, y in zip(g_sparse, g_dense):
         torch.testing.assert_close(x, y, atol=1e-10, rtol=0)
+    shared = v[:1].detach().requires_grad_()  # one set of points for the whole batch (broadcast)
+    expanded = skin_vertices(shared.expand(2, -1, -1), a, w)
+    torch.testing.assert_close(skin_vertices(shared, a, w, block_bytes=1), expanded)
+    assert torch.autograd.gradcheck(lambda p: skin_vertices(p, a.detach(), w.detach(), block_bytes=1), (shared,))
 
 
 def test_blend_batch_last_matches_blend_shapes_and_gradcheck() -> None:
