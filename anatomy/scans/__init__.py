@@ -1,0 +1,21 @@
+"""anatomy.scans: CT/MRI volumes in, label maps out.
+
+* :class:`Volume`: a voxel array ``(X, Y, Z)`` with its 4x4 voxel -> world affine (mm, RAS+),
+  modality and reader facts.
+* :func:`read_volume`: one entry point for NIfTI, DICOM series, PNG/TIFF slice stacks and
+  (with SimpleITK) NRRD/MHA; or the readers themselves :func:`read_nifti`, :func:`read_dicom`,
+  :func:`read_slices`, :func:`read_sitk`.
+* :func:`write_nifti`: atomic NIfTI writer for images and label maps.
+
+nibabel, pydicom, Pillow and SimpleITK are optional (pip extra ``scans``) and imported only by
+the reader that needs them.
+"""
+
+from .dicom import read_dicom
+from .nifti import read_nifti, write_nifti
+from .read import read_volume
+from .sitk import read_sitk
+from .slices import read_slices
+from .volume import MODALITIES, Volume
+
+__all__ = ["MODALITIES", "Volume", "read_dicom", "read_nifti", "read_sitk", "read_slices", "read_volume", "write_nifti"]
