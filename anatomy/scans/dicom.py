@@ -73,7 +73,7 @@ def read_dicom(
     datasets = [_read_header(pydicom, f) for f in files]
     by_series: dict[str, list[tuple[Path, Any]]] = {}
     for f, ds in zip(files, datasets, strict=True):
-        by_series.setdefault(str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>")), []).append((f, ds))
+        by_series.setdefault(str(ds.SeriesInstanceUID), []).append((f, ds))
     if series_uid is not None:
         if series_uid not in by_series:
             raise ParameterError(f"series_uid {series_uid!r} is not among the series found:\n{_describe(by_series)}")
@@ -115,7 +115,7 @@ def _list_files(path: PathLike | Sequence[PathLike]) -> list[Path]:
 
 def _read_header(pydicom: Any, f: Path) -> Any:
     try:
-        return pydicom.dcmread(f, stop_before_pixels=False)
+        ds = pydicom.dcmread(f)
     except pydicom.errors.InvalidDicomError as exc:
         raise ModelFileError(
             f"{f} is not a DICOM file (no 'DICM' marker). Move it out of the series folder or pass the list of "
@@ -125,6 +125,11 @@ def _read_header(pydicom: Any, f: Path) -> Any:
         raise ModelFileError(
             f"cannot read DICOM file {f}: {type(exc).__name__}: {exc} (truncated or damaged)."
         ) from exc
+    if "SeriesInstanceUID" not in ds:
+        raise ModelFileError(
+            f"DICOM file {f} has no SeriesInstanceUID (a required attribute): it is truncated or damaged."
+        )
+    return ds
 
 
 def _describe(by_series: dict[str, list[tuple[Path, Any]]]) -> str:
@@ -270,10 +275,14 @@ def _pixels(items: list[tuple[Path, Any]]) -> np.ndarray:
         try:
             arr = np.asarray(ds.pixel_array)
         except Exception as exc:  # truncated pixel data, missing decoder for a compressed transfer syntax, ...
-            raise ModelFileError(
-                f"cannot decode the pixels of {f}: {type(exc).__name__}: {exc}. The file is truncated, or compressed "
-                f"with a codec that needs an extra package (pip install pylibjpeg pylibjpeg-libjpeg)."
-            ) from exc
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            hint = (
+                f"its transfer syntax {getattr(syntax, 'name', syntax)} may need an extra decoder "
+                f"(pip install pylibjpeg pylibjpeg-libjpeg)"
+                if getattr(syntax, "is_compressed", False)
+                else "the file is truncated or damaged"
+            )
+            raise ModelFileError(f"cannot decode the pixels of {f}: {type(exc).__name__}: {exc} ({hint}).") from exc
         if arr.shape != (int(ds.Rows), int(ds.Columns)):
             raise ModelFileError(f"{f} decodes to an array of shape {arr.shape}, not ({ds.Rows}, {ds.Columns}).")
         slices.append(arr.T)  # (columns, rows) = (X, Y)

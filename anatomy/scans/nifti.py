@@ -88,7 +88,7 @@ def read_nifti(path: PathLike, *, modality: str | None = None) -> Volume:
         raise ParameterError(f"modality must be one of {MODALITIES}; got {modality!r}.")
     meta = {
         "source": str(p),
-        "format": f"nifti{1 if isinstance(img, nib.Nifti1Image) else 2}",
+        "format": "nifti2" if isinstance(img, nib.Nifti2Image) else "nifti1",
         "sform_code": int(header["sform_code"]),
         "qform_code": int(header["qform_code"]),
         "space_unit": space_unit,
