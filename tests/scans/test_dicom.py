@@ -73,7 +73,9 @@ def check_geometry(vol: Volume, positions: list[np.ndarray], row_dir: np.ndarray
                 np.testing.assert_allclose(vol.world([i, j, k]), expected, rtol=0, atol=1e-9)
 
 
-def test_hounsfield_units_and_oblique_affine_from_shuffled_files(tmp_path: Path, dicom_slice: Callable[..., Path]) -> None:
+def test_hounsfield_units_and_oblique_affine_from_shuffled_files(
+    tmp_path: Path, dicom_slice: Callable[..., Path]
+) -> None:
     row_dir, col_dir = oblique_orientation()
     normal = np.cross(row_dir, col_dir)
     origin = np.array([-120.25, 87.5, -310.0])
