@@ -93,7 +93,9 @@ def build(render: bool = True) -> dict:
 
     # -- spaces
     facs = SS.shape_factors(geo, w_face, normals, joints[1])
+    cover_info = SS.fit_under_cover(facs, geo, w_face)
     shape, shape_info = SS.build_shape_space(facs, NUM_SHAPE)
+    shape_info["cover"] = cover_info
     trait, trait_info = ST.build_trait_space(geo, w_face)
     expr, expr_info = SE.build_expression_space(geo, w_face, normals)
     pb_face, corr_info = MC.fit_correctives(geo, w_face, joints[1], limits)
@@ -169,7 +171,8 @@ def build(render: bool = True) -> dict:
                                    "rotation whose chord at the lower incisal edge is the maximal interincisal "
                                    "opening; lower limit 0 (teeth in occlusion).",
             "offset_convention": "jaw_offset_* (mm) bound the translation added to the jaw joint relative to root "
-                                 "(condylar glide): +y protrusion, -z downward glide, +-x lateral excursion.",
+                                 "(condylar glide): +y protrusion, -z downward glide, +-x the condyles' side "
+                                 "shift (Bennett movement; the lateral excursion of the chin is the yaw).",
             **lim_info,
         },
         "pose_correctives": {k: v for k, v in corr_info.items() if k != "ridge_scan"},
@@ -195,7 +198,7 @@ def build(render: bool = True) -> dict:
     tp, sp = save_model(data, OUT)
     size = tp.stat().st_size + sp.stat().st_size
     check = verify(tp, geo, joints, limits)
-    check["penetration"] = penetration_check(tp, geo, limits)
+    check["penetration"] = penetration_check(tp)
     report = {
         "counts": {"vertices": V, "skull": ns, "mandible": nm, "face": nf,
                    "faces": {t: int(len(geo.faces[t])) for t in R.TISSUES}, "landmarks": len(names)},
@@ -213,16 +216,15 @@ def build(render: bool = True) -> dict:
     print(f"V={V} (skull {ns}, mandible {nm}, face {nf}); spaces {report['spaces']}; pose {report['pose_basis']}")
     print(f"wrote {tp} + {sp}: {size / 1e6:.2f} MB; fp16 max error {fp16_err}")
     print(f"jaw: opening {lim_info['opening_rotation_deg']} deg for {lim_info['max_interincisal_opening_mm']} mm; "
-          f"model check {check}")
+          f"model check { {k: v for k, v in check.items() if k != 'penetration'} }")
     print(f"correctives: {corr_info['train_error_mm']} (train), {corr_info['test_error_mm']} (test)")
+    pen = check["penetration"]
+    print(f"bone through skin, {pen['samples']} samples: {pen['samples_over_0.5_mm']} over 0.5 mm, max "
+          f"{pen['max_depth_mm']} mm; per space {pen['per_space']}")
     if render:
         render_picture(tp, limits)
     print(f"done in {time.time() - t0:.0f} s")
     return report
-
-
-def dense_column(x: torch.Tensor, j: int) -> np.ndarray:
-    return (x.to_dense() if x.layout == torch.sparse_coo else x)[:, j].double().numpy()
 
 
 def verify(path: Path, geo: R.HeadGeometry, joints: np.ndarray, limits: dict[str, np.ndarray]) -> dict:
@@ -244,83 +246,35 @@ def verify(path: Path, geo: R.HeadGeometry, joints: np.ndarray, limits: dict[str
             "finite": bool(torch.isfinite(opened.vertices).all())}
 
 
-def penetration_check(path: Path, geo: R.HeadGeometry, limits: dict[str, np.ndarray], num: int = 1000,
-                      seed: int = 0) -> dict:
-    """Bone through skin over random (shape, trait, expression, jaw) samples (approximate).
+def penetration_check(path: Path, num: int = 1000, seed: int = 0) -> dict:
+    """Bone through skin over random heads, measured as the package measures it.
 
-    Each bone vertex is paired once, at rest, with its nearest face vertex on the skin of the same
-    rig side (skull: jaw weight < 0.5, mandible: >= 0.5, so the teeth pair with their own lip),
-    if that is an interior face vertex (not on the crop border or the mouth slit) within 40 mm.
-    Its signed height above that skin vertex along the REST skin normal, (bone - skin) . n, is
-    > 0 where the bone pokes through. Fixed pairs and rest normals make this a first-order check
-    (skin sliding far along itself is not re-paired). Shape ~ N(0, 1); trait uniform in [-1, 1]
-    (one typical movement either way); expression |N(0, 1)| (muscles contract); jaw angles and
-    offsets uniform within the limits."""
-    from scipy.spatial import cKDTree
+    ``anatomy.Sculptor`` on the written model, ``Sculptor.penetration()`` (each bone point under
+    the face paired once at rest with the skin point over it, height along the posed skin-patch
+    normal, > 0 = through the skin) on ``Sculptor.sample(num)`` heads (shape ~ N(0, 1), trait ~
+    U(-1, 1), expression ~ U(0, 1), jaw angles and offsets uniform inside the limits), seed
+    ``seed``: all spaces with the jaw, then each space alone, then each with the jaw."""
+    from anatomy.models import Sculptor
 
-    from anatomy.models import ArticulatedModel
+    head = Sculptor(path, dtype=torch.float64)
+    pen = head.penetration()
 
-    data = load_model(path)
-    model = ArticulatedModel(data, dtype=torch.float64)
-    face = data.tissue("face")
-    mand = data.tissue("mandible")
-    fv, ff = geo.verts["face"], geo.faces["face"]
-    w_jaw = dense_column(data.skinning_weights, 1)[face.start:]
-    normals = R.welded_normals(geo)
-    e = np.sort(np.concatenate([ff[:, [0, 1]], ff[:, [1, 2]], ff[:, [2, 0]]]), axis=1)
-    uniq, cnt = np.unique(e, axis=0, return_counts=True)
-    border = np.zeros(len(fv), bool)
-    border[uniq[cnt == 1].ravel()] = True
-    bones = data.template[: face.start].double().numpy()
-    nearest = np.zeros(len(bones), np.int64)
-    d = np.zeros(len(bones))
-    for sel, side in ((slice(0, mand.start), w_jaw < 0.5), (slice(mand.start, face.start), w_jaw >= 0.5)):
-        pool = np.flatnonzero(side)
-        dd, ii = cKDTree(fv[pool]).query(bones[sel])
-        d[sel], nearest[sel] = dd, pool[ii]
-    keep = (d < 40.0) & ~border[nearest]
-    b_ids = np.flatnonzero(keep)
-    f_ids = nearest[keep] + face.start
-    n = torch.from_numpy(normals[nearest[keep]])
+    def measure(spaces: tuple[str, ...] | None, jaw: bool) -> dict:
+        kw = head.sample(num, generator=torch.Generator().manual_seed(seed), spaces=spaces, jaw=jaw)
+        with torch.no_grad():
+            return pen.report(head(**kw))
 
-    def heights(verts: torch.Tensor) -> torch.Tensor:
-        return ((verts[:, b_ids] - verts[:, f_ids]) * n).sum(-1)
-
-    rest = heights(data.template.double()[None])[0]
-    g = torch.Generator().manual_seed(seed)
-    lo = {k: torch.from_numpy(limits[f"jaw_{k}_lower"]) for k in ("rotation", "offset")}
-    hi = {k: torch.from_numpy(limits[f"jaw_{k}_upper"]) for k in ("rotation", "offset")}
-    sz = model.space_sizes
-    f64 = torch.float64
-    draw = {"shape": lambda b: torch.randn(b, sz["shape"], generator=g, dtype=f64),
-            "trait": lambda b: 2.0 * torch.rand(b, sz["trait"], generator=g, dtype=f64) - 1.0,
-            "expression": lambda b: torch.randn(b, sz["expression"], generator=g, dtype=f64).abs()}
-
-    def run(spaces: tuple[str, ...], jaw: bool, count: int) -> torch.Tensor:
-        worst = []
-        for start in range(0, count, 200):
-            b = min(200, count - start)
-            coeffs = {k: draw[k](b) for k in spaces}
-            pose = torch.eye(3, dtype=f64).repeat(b, 2, 1, 1)
-            off = torch.zeros(b, 2, 3, dtype=f64)
-            if jaw:
-                ang = lo["rotation"] + torch.rand(b, 3, generator=g, dtype=f64) * (hi["rotation"] - lo["rotation"])
-                pose[:, 1] = torch.from_numpy(np.stack([MC.euler_xyz(R.anatomical_to_head(a)) for a in ang.numpy()]))
-                off[:, 1] = lo["offset"] + torch.rand(b, 3, generator=g, dtype=f64) * (hi["offset"] - lo["offset"])
-            worst.append(heights(model(pose, joint_offsets=off, **coeffs).vertices).max(dim=1).values)
-        return torch.cat(worst)
-
-    w = run(("shape", "trait", "expression"), True, num)
-    per = {name: round(float(run(sp, jw, 200).max()), 3) for name, sp, jw in
-           (("shape", ("shape",), False), ("trait", ("trait",), False), ("expression", ("expression",), False),
-            ("jaw", (), True), ("jaw+shape", ("shape",), True), ("jaw+trait", ("trait",), True),
-            ("jaw+expression", ("expression",), True))}
-    return {"samples": num, "paired_bone_vertices": int(len(b_ids)),
-            "rest_max_mm": round(float(rest.max()), 3),
-            "rest_vertices_over_0.5mm": int((rest > 0.5).sum()),
-            "sample_max_mm": round(float(w.max()), 3), "sample_median_of_max_mm": round(float(w.median()), 3),
-            "samples_with_bone_over_0.5mm_outside": int((w > 0.5).sum()),
-            "max_mm_per_space_200_samples_each": per}
+    names = tuple(head.space_sizes)
+    per = {name: measure((name,), False) for name in names}
+    per["jaw"] = measure((), True)
+    per.update({f"jaw+{name}": measure((name,), True) for name in names})
+    rest = pen.heights(head())[0]
+    full = measure(None, True)
+    return {"measure": "anatomy.Sculptor(model).penetration().report(head(**head.sample(num, generator="
+                       "torch.Generator().manual_seed(seed))))", "samples": num, "seed": seed,
+            "rest_max_height_mm": round(float(rest.max()), 3), **full,
+            "per_space": {k: {"max_depth_mm": v["max_depth_mm"], "samples_over_0.5_mm": v["samples_over_0.5_mm"]}
+                          for k, v in per.items()}}
 
 
 def render_picture(path: Path, limits: dict[str, np.ndarray]) -> None:

@@ -6,6 +6,14 @@ that belongs to the jaw (jaw weight >= 0.98: lower lip, chin, jaw line) moved ri
 mandible and the skin of the head (weight <= 0.02) kept in place; the band in between (cheeks,
 lip corners) finds its own shape, which keeps edge lengths (no LBS shrinking of the cheeks).
 
+Bone under the skin: ARAP knows edge lengths, not the bone under the skin. At a full opening with
+yaw it holds the cheek band over the mandibular angle where it was while the angle swings into it
+(plain LBS leaves ~10 mm of tissue there, the ARAP target ~1 mm, and a lateral condylar offset then
+takes the rest). So each ARAP target is pulled back towards LBS wherever it would bring a bone
+point under the face (paired with its skin as ``anatomy.constraints.cover.SheetCover`` pairs them)
+closer to the skin than ``COVER_KEEP`` of the tissue LBS leaves there, smoothly over
+``COVER_SPREAD_MM`` of skin (:func:`keep_cover`).
+
 Correctives: with LBS, a face vertex lands at ``((1 - w) I + w G)(x + P f)`` with
 ``f = vec(R_jaw - I)`` (row-major), so the rest-space offset that reaches the target is
 ``o = ((1 - w) I + w R)^-1 (target - lbs(x))``; ``P (9, V, 3)`` is the ridge least-squares fit of
@@ -17,6 +25,11 @@ from __future__ import annotations
 import numpy as np
 from model_rig import anatomical_to_head, graph_laplacian, mesh_edges
 from scipy.sparse.linalg import splu
+from spaces_fields import bump
+
+# the corrective target may not take away more than 1 - COVER_KEEP of the tissue that LBS leaves
+# over a bone point (1.0: never closer than LBS); spread of the pull-back over the skin
+COVER_KEEP, COVER_SPREAD_MM, COVER_PASSES = 1.0, 10.0, 4
 
 
 def euler_xyz(a: np.ndarray) -> np.ndarray:
@@ -72,6 +85,49 @@ class FaceArap:
         return x
 
 
+class BoneCover:
+    """Skull + mandible points under the face, paired at rest with the skin over them."""
+
+    def __init__(self, geo) -> None:
+        import torch
+
+        from anatomy.constraints.cover import SheetCover
+
+        self.skull, self.mandible = geo.verts["skull"], geo.verts["mandible"]
+        fv = geo.verts["face"]
+        self.cover = SheetCover(torch.from_numpy(np.concatenate([self.skull, self.mandible])), torch.from_numpy(fv),
+                                torch.from_numpy(geo.faces["face"]))
+        corners, bary = self.cover.corners.numpy(), self.cover.bary.double().numpy()
+        self.skin = (fv[corners] * bary[..., None]).sum(1)  # rest skin points of the pairs
+        self.dist = np.linalg.norm(fv[:, None] - self.skin[None], axis=2)  # (Vf, N)
+
+    def heights(self, rotation: np.ndarray, jaw: np.ndarray, face: np.ndarray) -> np.ndarray:
+        """(N,) heights (> 0: through the skin) with the mandible rotated about ``jaw``."""
+        import torch
+
+        bones = np.concatenate([self.skull, (self.mandible - jaw) @ rotation.T + jaw])
+        return self.cover.heights(torch.from_numpy(bones)[None], torch.from_numpy(face)[None])[0].numpy()
+
+
+def keep_cover(bc: BoneCover, rotation: np.ndarray, jaw: np.ndarray, lbs: np.ndarray,
+               target: np.ndarray) -> tuple[np.ndarray, int]:
+    """``target`` pulled back towards ``lbs`` where it leaves less than ``COVER_KEEP`` of the LBS
+    cover over a bone point (never less than LBS itself), and how many pairs needed it."""
+    h_lbs = bc.heights(rotation, jaw, lbs)
+    floor = np.where(h_lbs < 0.0, COVER_KEEP * h_lbs, h_lbs)
+    touched = 0
+    for _ in range(COVER_PASSES):
+        h = bc.heights(rotation, jaw, target)
+        over = np.flatnonzero(h > floor + 1e-3)
+        if not len(over):
+            break
+        touched = max(touched, len(over))
+        beta = np.clip((floor[over] - h_lbs[over]) / np.maximum(h[over] - h_lbs[over], 1e-9), 0.0, 1.0)
+        scale = 1.0 - ((1.0 - beta)[None] * bump(bc.dist[:, over], COVER_SPREAD_MM)).max(1)
+        target = lbs + scale[:, None] * (target - lbs)
+    return target, touched
+
+
 def sample_jaw_rotations(limits: dict[str, np.ndarray], num_open: int, num_random: int,
                          rng: np.random.Generator) -> np.ndarray:
     """Head-frame intrinsic-XYZ jaw angles: a sweep of pure openings 0..max plus random rotations
@@ -88,6 +144,8 @@ def fit_correctives(geo, w_face: np.ndarray, jaw: np.ndarray, limits: dict[str, 
     """(9, V_face, 3) corrective basis for the face (skull and mandible rows are zero) + a report."""
     fv = geo.verts["face"]
     arap = FaceArap(fv, geo.faces["face"], w_face)
+    bc = BoneCover(geo)
+    pulled: list[int] = []
     rng = np.random.default_rng(seed)
     train = sample_jaw_rotations(limits, 10, 20, rng)
     test = sample_jaw_rotations(limits, 3, 8, rng)[3:]
@@ -98,7 +156,8 @@ def fit_correctives(geo, w_face: np.ndarray, jaw: np.ndarray, limits: dict[str, 
         rigid = (fv - jaw) @ r.T + jaw
         lbs = (1.0 - w_face)[:, None] * fv + w_face[:, None] * rigid
         fixed = np.r_[rigid[arap.jaw], fv[arap.root]]
-        target = arap.solve(fixed, lbs)
+        target, touched = keep_cover(bc, r, jaw, lbs, arap.solve(fixed, lbs))
+        pulled.append(touched)
         a = np.eye(3)[None] + w_face[:, None, None] * (r - np.eye(3))[None]
         off = np.linalg.solve(a, (target - lbs)[:, :, None])[:, :, 0]
         return r, lbs, target, off
@@ -141,6 +200,7 @@ def fit_correctives(geo, w_face: np.ndarray, jaw: np.ndarray, limits: dict[str, 
            "train_samples": len(train), "test_samples": len(test),
            "fixed_to_jaw_vertices": int(len(arap.jaw)), "fixed_to_head_vertices": int(len(arap.root)),
            "free_vertices": int(len(arap.free)), "errors_over": "the free (unconstrained) band",
+           "cover_keep": COVER_KEEP, "max_pairs_pulled_back": int(max(pulled)),
            "ridge_lambda_relative": lam,
            "ridge_scan": {f"{la:.1e}": {"test_mean_mm": sc, "basis_norm_mm": round(nrm, 2)}
                           for la, sc, nrm in zip(lams, scores, norms, strict=True)},
@@ -148,4 +208,4 @@ def fit_correctives(geo, w_face: np.ndarray, jaw: np.ndarray, limits: dict[str, 
     return pb.reshape(9, -1, 3), rep
 
 
-__all__ = ["FaceArap", "euler_xyz", "fit_correctives", "sample_jaw_rotations"]
+__all__ = ["BoneCover", "FaceArap", "euler_xyz", "keep_cover", "fit_correctives", "sample_jaw_rotations"]

@@ -39,6 +39,13 @@ CONDYLE_DROP_MM = 6.0
 # Lateral excursion is mostly a rotation about a vertical axis through the working condyle; the
 # incisor path of ~10 mm at ~70 mm from the joint is ~0.14 rad. Roll (about +y) stays small.
 MAX_ROLL_RAD = 0.05
+# The condyles themselves shift sideways only a little in laterotrusion (the Bennett movement, or
+# immediate side shift: ~0-3 mm, about 1 mm on average; e.g. Lundeen HC & Wirth CG 1973, J Prosthet
+# Dent 30:866, approximate). The incisor path above is already the yaw, so the lateral condylar
+# OFFSET is bounded by the side shift, not by MAX_LATEROTRUSION_MM: a +-10 mm offset on top of the
+# yaw counted the excursion twice (up to ~23 mm at the incisors) and pushed the ramus 10 mm into
+# the cheek.
+MAX_SIDE_SHIFT_MM = 2.0
 
 
 @dataclass
@@ -256,12 +263,12 @@ def jaw_limits(geo: HeadGeometry, jaw_joint: np.ndarray) -> tuple[dict[str, np.n
     lim = {
         "jaw_rotation_lower": np.array([0.0, -MAX_ROLL_RAD, -yaw]),
         "jaw_rotation_upper": np.array([open_rad, MAX_ROLL_RAD, yaw]),
-        "jaw_offset_lower": np.array([-MAX_LATEROTRUSION_MM, -MAX_RETRUSION_MM, -CONDYLE_DROP_MM]),
-        "jaw_offset_upper": np.array([MAX_LATEROTRUSION_MM, MAX_PROTRUSION_MM, 0.0]),
+        "jaw_offset_lower": np.array([-MAX_SIDE_SHIFT_MM, -MAX_RETRUSION_MM, -CONDYLE_DROP_MM]),
+        "jaw_offset_upper": np.array([MAX_SIDE_SHIFT_MM, MAX_PROTRUSION_MM, 0.0]),
         "jaw_frame": np.diag([-1.0, -1.0, 1.0]),
     }
     info = {"lower_incisal_edge_mm": inc.round(3).tolist(), "condyle_to_incisor_mm": round(reach, 2),
             "max_interincisal_opening_mm": MAX_INTERINCISAL_OPENING_MM,
             "opening_rotation_rad": round(open_rad, 5), "opening_rotation_deg": round(float(np.degrees(open_rad)), 2),
-            "laterotrusion_yaw_rad": round(yaw, 5)}
+            "laterotrusion_yaw_rad": round(yaw, 5), "condylar_side_shift_mm": MAX_SIDE_SHIFT_MM}
     return lim, info

@@ -2,10 +2,16 @@
 
 Each synthetic head is the template plus a sum of smooth displacement fields ("factors"), each
 scaled by a normal draw whose SD comes from published craniometric / cephalometric statistics or
-from De Greef et al. (2006) soft-tissue-thickness SDs. The face follows the bone (every bony field
-is evaluated at the skin points too, the mandible's fields blended in by the face's jaw weight)
-plus the thickness change along the skin normal. The samples are reduced by PCA and the leading
-components normalised so that a coefficient of 1 is one SD. No scan data is used.
+from De Greef et al. (2006) soft-tissue-thickness SDs. The face follows the bone plus the thickness
+change along the skin normal: a cranial field (smooth in space: size, vault, zygomatic breadth,
+facial height) is evaluated at the skin points; a mandibular field is CARRIED to the skin from the
+mandible points nearest to it (``spaces_fields.smooth_carry``), since evaluating a local mandibular
+field (gonial swing, symphysis height, bigonial breadth) 15-30 mm out at the skin moves the
+submental skin up to ~10 mm relative to the bone over it; the two are blended by the face's jaw
+weight. Then :func:`fit_under_cover` shrinks the skin's motion RELATIVE to its bone where the
+shape distribution (all factors, with their correlations) would bring a bone point under the face
+closer than ``COVER_MARGIN_MM`` to its skin at ``COVER_SD`` SDs. The samples are reduced by PCA
+and the leading components normalised so that a coefficient of 1 is one SD. No scan data is used.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
-from spaces_fields import shepard, small_rotation_x, smoothstep, unit
+from spaces_fields import bump, shepard, small_rotation_x, smooth_carry, smoothstep, unit
 
 # --- craniometric SDs (mm or deg), approximate sex-pooled values --------------------------------
 # Howells WW (1973) "Cranial variation in man", Papers Peabody Mus 67 (worldwide series; within-
@@ -56,6 +62,11 @@ THICKNESS_REGIONS = {
 # Every bony size factor shares a general size factor (r = 0.5 with each dimension).
 SIZE_R = 0.5
 NUM_SAMPLES = 4000
+# Cover: every bone point under the face keeps COVER_MARGIN_MM of tissue over it up to COVER_SD
+# standard deviations of the shape distribution (see fit_under_cover).
+COVER_SD, COVER_MARGIN_MM = 4.0, 1.0
+FOLLOW_BONE = True
+COVER_CARRY_SIGMA, COVER_SPREAD_MM, COVER_ITERATIONS = 3.0, 10.0, 8
 
 
 @dataclass
@@ -65,6 +76,7 @@ class Factor:
     field: np.ndarray  # (V, 3) displacement for one SD
     shared_with_size: bool = False
     thickness: bool = False
+    soft: bool = False  # a soft-tissue-only field (nose, thickness): the skin moves on its own
 
 
 def _stack_points(geo) -> tuple[np.ndarray, dict[str, slice]]:
@@ -84,7 +96,9 @@ def _blend(geo, sl, skull_f, mand_f, w_face) -> np.ndarray:
     out[sl["skull"]] = skull_f(geo.verts["skull"])
     out[sl["mandible"]] = mand_f(geo.verts["mandible"])
     fv = geo.verts["face"]
-    out[sl["face"]] = (1.0 - w_face)[:, None] * skull_f(fv) + w_face[:, None] * mand_f(fv)
+    mand = smooth_carry(fv, geo.verts["mandible"], out[sl["mandible"]], COVER_CARRY_SIGMA) if FOLLOW_BONE \
+        else mand_f(fv)
+    out[sl["face"]] = (1.0 - w_face)[:, None] * skull_f(fv) + w_face[:, None] * mand
     return out
 
 
@@ -175,7 +189,7 @@ def shape_factors(geo, w_face: np.ndarray, face_normals: np.ndarray, jaw: np.nda
         prn = P("pronasale")
         fv = geo.verts["face"]
         out[sl["face"], 1] = SD_NOSE * np.exp(-(np.linalg.norm(fv - prn, axis=1) / 12.0) ** 2)
-    facs.append(Factor("nose_projection", "nasal tip more prominent", out))
+    facs.append(Factor("nose_projection", "nasal tip more prominent", out, soft=True))
     # soft-tissue thickness: regional SDs interpolated over the skin, along the skin normal, capped
     # at THICKNESS_MAX_CV of the local thickness (distance to the nearest bone) so that even a 3 SD
     # thinning leaves tissue over the bone (De Greef 2006 SD/mean ratios are ~0.15-0.3)
@@ -189,10 +203,110 @@ def shape_factors(geo, w_face: np.ndarray, face_normals: np.ndarray, jaw: np.nda
         t = np.minimum(near * shepard(fv, anchors, sds[:, None], 15.0)[:, 0], THICKNESS_MAX_CV * local)
         f = np.zeros((geo.num_vertices, 3))
         f[sl["face"]] = t[:, None] * face_normals
-        facs.append(Factor(f"thickness_{region}", f"soft tissue thicker: {region}", f, thickness=True))
+        facs.append(Factor(f"thickness_{region}", f"soft tissue thicker: {region}", f, thickness=True,
+                           soft=True))
     for fac in facs:
         fac.field[sl["face"]] = seal_lips(geo, fac.field[sl["face"]], w_face)
     return facs
+
+
+@dataclass
+class CoverPairs:
+    """Bone points under the face, each paired once at rest with the skin point over it (the
+    pairing of ``anatomy.constraints.cover.SheetCover``, so the build caps what the package measures)."""
+
+    bone: np.ndarray  # (N,) stack indices of the bone points
+    corners: np.ndarray  # (N, 3) face-local vertex ids of the skin triangle over each
+    bary: np.ndarray  # (N, 3) barycentric weights of the skin point
+    normal: np.ndarray  # (N, 3) rest skin-patch normal (outwards)
+    cover: np.ndarray  # (N,) rest tissue depth over the point along that normal, mm (> 0)
+    skin: np.ndarray  # (N, 3) rest skin points
+
+
+def cover_pairs(geo) -> CoverPairs:
+    import torch
+
+    from anatomy.constraints.cover import SheetCover
+
+    bones = torch.from_numpy(np.concatenate([geo.verts["skull"], geo.verts["mandible"]]))
+    sheet = torch.from_numpy(geo.verts["face"])
+    cov = SheetCover(bones, sheet, torch.from_numpy(geo.faces["face"]))
+    pts = bones[None].clone().requires_grad_(True)
+    cov.heights(pts, sheet[None]).sum().backward()  # height is linear in its point: the gradient is n
+    assert pts.grad is not None
+    ids = cov.ids.numpy()
+    corners, bary = cov.corners.numpy(), cov.bary.double().numpy()
+    return CoverPairs(ids, corners, bary, pts.grad[0].numpy()[ids], -cov.rest_height.double().numpy(),
+                      (geo.verts["face"][corners] * bary[..., None]).sum(1))
+
+
+def carried_by_bone(geo, field: np.ndarray, w_face: np.ndarray) -> np.ndarray:
+    """``(Vf, 3, k)``: the displacement each skin vertex gets from the bone under it (``field``
+    ``(V, 3, k)``): the nearest skull points' mean displacement blended with the nearest mandible
+    points' by the face's jaw weight, as the face is skinned."""
+    _, sl = _stack_points(geo)
+    fv, k = geo.verts["face"], field.shape[2]
+    out = []
+    for t in ("skull", "mandible"):
+        d = field[sl[t]].reshape(len(geo.verts[t]), -1)
+        out.append(smooth_carry(fv, geo.verts[t], d, COVER_CARRY_SIGMA).reshape(len(fv), 3, k))
+    return (1.0 - w_face)[:, None, None] * out[0] + w_face[:, None, None] * out[1]
+
+
+def pair_height_sd(pairs: CoverPairs, fields: np.ndarray, cov: np.ndarray, face_start: int) -> np.ndarray:
+    """``(N,)`` SD (mm) of each pair's height change, rest-linear, for latent factors with
+    covariance ``cov`` and one-SD ``fields (V, 3, k)``."""
+    skin = (fields[face_start + pairs.corners] * pairs.bary[..., None, None]).sum(1)  # (N, 3, k)
+    dh = np.einsum("nck,nc->nk", fields[pairs.bone] - skin, pairs.normal)
+    return np.sqrt(np.maximum(np.einsum("nk,kl,nl->n", dh, cov, dh), 0.0))
+
+
+def fit_under_cover(facs: list[Factor], geo, w_face: np.ndarray) -> dict:
+    """Keep every bone point under its skin over the shape distribution (in place).
+
+    The skin's displacement in a factor is split into what the bone under it carries
+    (:func:`carried_by_bone`) and the rest, the change of the tissue over it (thickness fields,
+    and bony fields evaluated at the skin that move it relative to its bone: the gonial-angle
+    swing, the symphysis). For each bone point under the face (paired with its skin as
+    ``anatomy.constraints.cover.SheetCover`` pairs them), the SD of its height change over the
+    correlated factors (all of them at once, so overlapping thickness regions and the shared
+    body/size factors count) must stay within ``(cover - COVER_MARGIN_MM) / COVER_SD``; where it
+    does not, the skin's relative displacement is shrunk by the needed factor, spread smoothly over
+    ``COVER_SPREAD_MM`` of skin, and the lips are re-sealed; repeated until every pair fits. The
+    bone, and the skin far from thin cover, keep their published SDs."""
+    pairs = cover_pairs(geo)
+    _, sl = _stack_points(geo)
+    cov = factor_covariance(facs)
+    fields = np.stack([f.field for f in facs], axis=-1)  # (V, 3, k)
+    carried = carried_by_bone(geo, fields, w_face)
+    fv = geo.verts["face"]
+    allowed = np.maximum(pairs.cover - COVER_MARGIN_MM, 0.0) / COVER_SD
+    sd0 = pair_height_sd(pairs, fields, cov, sl["face"].start)
+    alpha = np.ones(len(fv))
+    for _ in range(COVER_ITERATIONS):
+        sd = pair_height_sd(pairs, fields, cov, sl["face"].start)
+        need = 1.0 - np.clip(allowed / np.maximum(sd, 1e-12), 0.0, 1.0)  # shrink wanted per pair
+        bad = np.flatnonzero(need > 1e-3)
+        if not len(bad):
+            break
+        d = np.linalg.norm(fv[:, None] - pairs.skin[bad][None], axis=2)
+        step = 1.0 - (need[bad][None] * bump(d, COVER_SPREAD_MM)).max(1)
+        alpha *= step
+        face = fields[sl["face"]]
+        face = carried + step[:, None, None] * (face - carried)
+        for j in range(face.shape[2]):
+            face[:, :, j] = seal_lips(geo, face[:, :, j], w_face)
+        fields[sl["face"]] = face
+    sd = pair_height_sd(pairs, fields, cov, sl["face"].start)
+    for j, f in enumerate(facs):
+        f.field = fields[:, :, j].copy()
+    worst = int(np.argmax(COVER_SD * sd - pairs.cover))
+    return {"pairs": int(len(pairs.bone)), "sd_multiple": COVER_SD, "margin_mm": COVER_MARGIN_MM,
+            "pairs_over_before": int((COVER_SD * sd0 > pairs.cover - COVER_MARGIN_MM + 1e-6).sum()),
+            "pairs_over_after": int((COVER_SD * sd > pairs.cover - COVER_MARGIN_MM + 0.01).sum()),
+            "worst_after": {"bone": int(pairs.bone[worst]), "cover_mm": round(float(pairs.cover[worst]), 2),
+                            "sd_mm": round(float(sd[worst]), 3)},
+            "skin_vertices_shrunk": int((alpha < 0.99).sum()), "min_relative_scale": round(float(alpha.min()), 3)}
 
 
 def factor_covariance(facs: list[Factor]) -> np.ndarray:
@@ -240,4 +354,5 @@ def build_shape_space(facs: list[Factor], num_components: int, seed: int = 0) ->
     return basis.reshape(num_components, -1, 3), info
 
 
-__all__ = ["Factor", "shape_factors", "build_shape_space", "factor_covariance", "unit"]
+__all__ = ["Factor", "CoverPairs", "shape_factors", "fit_under_cover", "cover_pairs", "build_shape_space",
+           "factor_covariance", "unit"]
