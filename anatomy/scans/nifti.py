@@ -130,10 +130,28 @@ def _label_array(data: np.ndarray) -> np.ndarray:
     raise ParameterError(f"label values span [{lo}, {hi}], beyond int32; renumber the labels first.")
 
 
+def _image_array(data: np.ndarray) -> np.ndarray:
+    """The array as stored: same values, in a dtype NIfTI tools read (bool -> uint8, float16 -> float32,
+    64-bit integers -> int32 when the values fit)."""
+    if data.dtype.kind == "b":
+        return data.astype(np.uint8)
+    if data.dtype == np.float16:
+        return data.astype(np.float32)
+    if data.dtype.kind in "iu" and data.dtype.itemsize == 8:
+        info = np.iinfo(np.int32)
+        if data.size == 0 or (int(data.min()) >= info.min and int(data.max()) <= info.max):
+            return data.astype(np.int32)
+        if data.dtype == np.uint64 and int(data.max()) > np.iinfo(np.int64).max:
+            raise ParameterError("uint64 voxel values above 2**63 - 1 cannot be stored in NIfTI; rescale them first.")
+        return data.astype(np.int64)
+    return data
+
+
 def write_nifti(volume: Volume, path: PathLike, *, labels: bool = False, overwrite: bool = False) -> Path:
     """Write ``volume`` to ``path`` (``.nii`` or ``.nii.gz``) atomically; return the path.
 
-    Images keep their dtype (float64 stays float64, int16 stays int16; booleans become uint8).
+    Images keep their values exactly and, mostly, their dtype (float64 stays float64, int16 stays int16;
+    booleans become uint8, float16 float32, and 64-bit integers int32 when the values fit).
     ``labels=True`` (or a volume whose modality is ``"labels"``) stores whole-number labels in the
     smallest of uint8/int16/int32 and marks the file with the NIfTI "label" intent. The affine
     goes to ``sform`` and ``qform`` (code 1, scanner; the qform drops any shear) and, exactly, to
@@ -155,8 +173,8 @@ def write_nifti(volume: Volume, path: PathLike, *, labels: bool = False, overwri
         raise ParameterError(f"{target} exists; pass overwrite=True to replace it.")
     labels = labels or volume.modality == "labels"
     data = np.asarray(volume.data)
-    data = _label_array(data) if labels else (data.astype(np.uint8) if data.dtype.kind == "b" else data)
-    img = nib.Nifti1Image(np.ascontiguousarray(data), volume.affine)
+    data = _label_array(data) if labels else _image_array(data)
+    img = nib.Nifti1Image(np.ascontiguousarray(data), volume.affine, dtype=data.dtype)
     header = img.header
     header.set_data_dtype(data.dtype)
     img.set_sform(volume.affine, code="scanner")

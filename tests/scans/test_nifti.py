@@ -42,6 +42,18 @@ def test_round_trip_keeps_affine_and_data_exactly(tmp_path: Path, name: str, dty
     assert [f.name for f in tmp_path.iterdir()] == [name]  # no temporary file left
 
 
+@pytest.mark.parametrize(
+    ("dtype", "stored", "scale"),
+    [(np.float16, np.float32, 1), (np.int64, np.int32, 1), (np.int64, np.int64, 2**40), (np.uint64, np.int32, 1),
+     (np.int8, np.int8, 1), (np.uint32, np.uint32, 1)],
+)
+def test_other_dtypes_keep_their_values(tmp_path: Path, dtype: type, stored: type, scale: int) -> None:
+    data = (np.arange(8).reshape(2, 2, 2) * scale).astype(dtype)
+    back = read_nifti(write_nifti(Volume(data, np.eye(4)), tmp_path / "d.nii"))
+    assert back.data.dtype == stored
+    np.testing.assert_array_equal(back.data, data)
+
+
 def test_sheared_affine_round_trips(tmp_path: Path) -> None:
     affine = oblique_affine(5)
     affine[:3, 2] += 0.3 * affine[:3, 1]  # a gantry-tilt-like shear
