@@ -70,7 +70,7 @@ def read_dicom(
     """Read one DICOM series (a folder, or a list of files) into a :class:`Volume` (see module notes)."""
     pydicom = _pydicom()
     files = _list_files(path)
-    datasets = [_read_header(pydicom, f) for f in files]
+    datasets = [_read_file(pydicom, f) for f in files]
     by_series: dict[str, list[tuple[Path, Any]]] = {}
     for f, ds in zip(files, datasets, strict=True):
         by_series.setdefault(str(ds.SeriesInstanceUID), []).append((f, ds))
@@ -113,7 +113,7 @@ def _list_files(path: PathLike | Sequence[PathLike]) -> list[Path]:
     return files
 
 
-def _read_header(pydicom: Any, f: Path) -> Any:
+def _read_file(pydicom: Any, f: Path) -> Any:
     try:
         ds = pydicom.dcmread(f)
     except pydicom.errors.InvalidDicomError as exc:
