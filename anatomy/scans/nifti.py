@@ -188,7 +188,7 @@ def write_nifti(volume: Volume, path: PathLike, *, labels: bool = False, overwri
     header.extensions.append(nib.nifti1.Nifti1Extension(_EXT_CODE_COMMENT, payload))
     raw = _serialize(img)
     if target.name.lower().endswith(".gz"):
-        raw = gzip.compress(raw, compresslevel=6, mtime=0)
+        raw = gzip.compress(raw, compresslevel=1, mtime=0)  # level 1, as nibabel writes .nii.gz
     return _atomic_write(target, raw, [volume.data])
 
 
