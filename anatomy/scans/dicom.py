@@ -148,7 +148,9 @@ def _describe(by_series: dict[str, list[tuple[Path, Any]]]) -> str:
 
 def _check_image(f: Path, ds: Any) -> None:
     if "PixelData" not in ds:
-        sop = getattr(ds.get("SOPClassUID", None), "name", ds.get("SOPClassUID", "unknown SOP class"))
+        sop = str(getattr(ds.get("SOPClassUID", None), "name", ds.get("SOPClassUID", "unknown SOP class")))
+        if "Image Storage" in sop:
+            raise ModelFileError(f"{f} is a {sop} file without pixel data: it is truncated or damaged.")
         raise ModelFileError(
             f"{f} is a DICOM file without an image ({sop}); move it out of the series folder or pick the image "
             f"series with series_uid=."

@@ -193,6 +193,9 @@ def test_truncated_files_are_named(tmp_path: Path, dicom_slice: Callable[..., Pa
     files[1].write_bytes(raw[:-6])  # pixel data cut short
     with pytest.raises(ModelFileError, match=r"IM0001\.dcm.*truncated"):
         read_dicom(tmp_path)
+    files[1].write_bytes(raw[: raw.index(b"\xe0\x7f\x10\x00")])  # cut just before the pixel data element
+    with pytest.raises(ModelFileError, match=r"IM0001\.dcm is a CT Image Storage file without pixel data: it is trunc"):
+        read_dicom(tmp_path)
     files[1].write_bytes(raw[:200])  # cut inside the header
     with pytest.raises(ModelFileError, match=r"IM0001\.dcm.*truncated"):
         read_dicom(tmp_path)
