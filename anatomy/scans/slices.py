@@ -142,12 +142,13 @@ def _read_frames(image_mod: Any, f: Path, color: str) -> list[np.ndarray]:
 
 def _grey(img: Any, f: Path, color: str) -> np.ndarray:
     mode = img.mode
-    if mode in _COLOR_MODES or mode not in _GREY:
-        if color != "luminance":
-            raise ModelFileError(
-                f"slice {f} is a colour image (mode {mode}); convert it to grey first or pass color='luminance' "
-                f"(ITU-R 601-2 luma, uint8)."
-            )
-        return np.asarray(img.convert("L"), dtype=np.uint8)
-    arr = np.asarray(img)
-    return arr.astype(_GREY[mode])
+    if mode in _GREY:
+        return np.asarray(img).astype(_GREY[mode])
+    if mode not in _COLOR_MODES:
+        raise ModelFileError(f"slice {f} has pixel mode {mode}, not 8/16/32-bit grey, float or colour; convert it.")
+    if color != "luminance":
+        raise ModelFileError(
+            f"slice {f} is a colour image (mode {mode}); convert it to grey first or pass color='luminance' "
+            f"(ITU-R 601-2 luma, uint8)."
+        )
+    return np.asarray(img.convert("L"), dtype=np.uint8)
