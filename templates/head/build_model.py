@@ -94,11 +94,11 @@ def build(render: bool = True) -> dict:
     normals = R.welded_normals(geo)
 
     # -- spaces
+    trait, trait_info = ST.build_trait_space(geo, w_face)
     facs = SS.shape_factors(geo, w_face, normals, joints[1])
-    cover_info = SS.fit_under_cover(facs, geo, w_face)
+    cover_info = SS.fit_under_cover(facs, geo, w_face, others=trait)
     shape, shape_info = SS.build_shape_space(facs, NUM_SHAPE)
     shape_info["cover"] = cover_info
-    trait, trait_info = ST.build_trait_space(geo, w_face)
     expr, expr_info = SE.build_expression_space(geo, w_face, normals)
     pb_face, corr_info = MC.fit_correctives(geo, w_face, joints[1], limits)
     pose_basis = np.zeros((9, V, 3))

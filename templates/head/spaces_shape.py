@@ -10,7 +10,8 @@ field (gonial swing, symphysis height, bigonial breadth) 15-30 mm out at the ski
 submental skin up to ~10 mm relative to the bone over it; the two are blended by the face's jaw
 weight. Then :func:`fit_under_cover` shrinks the skin's motion RELATIVE to its bone where the
 shape distribution (all factors, with their correlations) would bring a bone point under the face
-closer than ``COVER_MARGIN_MM`` to its skin at ``COVER_SD`` SDs. The samples are reduced by PCA
+closer than ``COVER_MARGIN_MM`` to its skin at ``COVER_SD`` SDs, in the cover left over by the trait
+space at its worst corner (a surgical change of the same head). The samples are reduced by PCA
 and the leading components normalised so that a coefficient of 1 is one SD. No scan data is used.
 """
 
@@ -261,7 +262,7 @@ def pair_height_sd(pairs: CoverPairs, fields: np.ndarray, cov: np.ndarray, face_
     return np.sqrt(np.maximum(np.einsum("nk,kl,nl->n", dh, cov, dh), 0.0))
 
 
-def fit_under_cover(facs: list[Factor], geo, w_face: np.ndarray) -> dict:
+def fit_under_cover(facs: list[Factor], geo, w_face: np.ndarray, others: np.ndarray | None = None) -> dict:
     """Keep every bone point under its skin over the shape distribution (in place).
 
     The skin's displacement in a factor is split into what the bone under it carries
@@ -272,15 +273,25 @@ def fit_under_cover(facs: list[Factor], geo, w_face: np.ndarray) -> dict:
     correlated factors (all of them at once, so overlapping thickness regions and the shared
     body/size factors count) must stay within ``(cover - COVER_MARGIN_MM) / COVER_SD``; where it
     does not, the skin's relative displacement is shrunk by the needed factor, spread smoothly over
-    ``COVER_SPREAD_MM`` of skin, and the lips are re-sealed; repeated until every pair fits. The
-    bone, and the skin far from thin cover, keep their published SDs."""
+    ``COVER_SPREAD_MM`` of skin, and the lips are re-sealed; repeated until every pair fits (where
+    ``others`` leave no room, the skin there keeps only what its bone carries). The bone, and the
+    skin far from thin cover, keep their published SDs.
+
+    ``others`` ``(m, V, 3)``: unit fields of a space sampled with coefficients in [-1, 1] on the
+    same head (the trait space); the cover they can take at their worst corner, ``sum_k |dh_k|``
+    per pair, is kept free of shape."""
     pairs = cover_pairs(geo)
     _, sl = _stack_points(geo)
     cov = factor_covariance(facs)
     fields = np.stack([f.field for f in facs], axis=-1)  # (V, 3, k)
     carried = carried_by_bone(geo, fields, w_face)
     fv = geo.verts["face"]
-    allowed = np.maximum(pairs.cover - COVER_MARGIN_MM, 0.0) / COVER_SD
+    room = pairs.cover - COVER_MARGIN_MM
+    if others is not None:
+        o = np.moveaxis(others, 0, -1)  # (V, 3, m)
+        skin = (o[sl["face"].start + pairs.corners] * pairs.bary[..., None, None]).sum(1)
+        room = room - np.abs(np.einsum("nck,nc->nk", o[pairs.bone] - skin, pairs.normal)).sum(1)
+    allowed = np.maximum(room, 0.0) / COVER_SD
     sd0 = pair_height_sd(pairs, fields, cov, sl["face"].start)
     alpha = np.ones(len(fv))
     for _ in range(COVER_ITERATIONS):
@@ -300,12 +311,14 @@ def fit_under_cover(facs: list[Factor], geo, w_face: np.ndarray) -> dict:
     sd = pair_height_sd(pairs, fields, cov, sl["face"].start)
     for j, f in enumerate(facs):
         f.field = fields[:, :, j].copy()
-    worst = int(np.argmax(COVER_SD * sd - pairs.cover))
+    worst = int(np.argmax(COVER_SD * sd - room))
     return {"pairs": int(len(pairs.bone)), "sd_multiple": COVER_SD, "margin_mm": COVER_MARGIN_MM,
-            "pairs_over_before": int((COVER_SD * sd0 > pairs.cover - COVER_MARGIN_MM + 1e-6).sum()),
-            "pairs_over_after": int((COVER_SD * sd > pairs.cover - COVER_MARGIN_MM + 0.01).sum()),
+            "room_after_trait": others is not None,
+            "pairs_over_before": int((COVER_SD * sd0 > room + 1e-6).sum()),
+            "pairs_over_after": int((COVER_SD * sd > room + 0.01).sum()),
+            "pairs_without_room": int((room <= 0.0).sum()),
             "worst_after": {"bone": int(pairs.bone[worst]), "cover_mm": round(float(pairs.cover[worst]), 2),
-                            "sd_mm": round(float(sd[worst]), 3)},
+                            "room_mm": round(float(room[worst]), 2), "sd_mm": round(float(sd[worst]), 3)},
             "skin_vertices_shrunk": int((alpha < 0.99).sum()), "min_relative_scale": round(float(alpha.min()), 3)}
 
 
