@@ -58,6 +58,27 @@ def test_heights_of_points_under_a_flat_sheet_are_minus_their_depth_and_follow_t
     torch.testing.assert_close(cover.penalty(all_pts, sheet, margin=0.5)[0], expect)
 
 
+def test_turned_flags_a_patch_folded_over_but_not_a_rotated_sheet() -> None:
+    verts, faces = grid_sheet()
+    pts = torch.tensor([[0.0, 0.0, -2.0], [5.0, 5.0, -2.0]], dtype=D)
+    cover = SheetCover(pts, verts, faces, patch=3.0)
+    torch.testing.assert_close(cover.rest_normal, torch.tensor([[0.0, 0.0, 1.0]] * 2, dtype=D))
+    eye = torch.eye(3, dtype=D).expand(1, 2, 3, 3)
+    assert not bool(cover.turned(verts[None], eye).any())
+    rot = axis_angle_to_matrix(torch.tensor([[3.0, 0.4, 0.0]], dtype=D))  # ~172 degrees
+    spun = verts @ rot[0].T
+    assert not bool(cover.turned(spun[None], rot[:, None].expand(1, 2, 3, 3)).any())  # carried along: no fold
+    assert bool(cover.turned(spun[None], eye).all())  # against the identity the sheet looks folded
+    # fold the part of the sheet around the first point over: mirror its region through z = 0
+    folded = verts.clone()
+    near = (verts[:, :2].norm(dim=1) < 4.5)
+    folded[near, 2] = -0.3 * (4.5 - verts[near, :2].norm(dim=1))  # a dimple, normals still up
+    assert not bool(cover.turned(folded[None], eye).any())
+    inverted = verts.clone()
+    inverted[near, 0] = -inverted[near, 0]  # mirroring x inside the patch flips its triangles
+    assert cover.turned(inverted[None], eye)[0].tolist() == [True, False]
+
+
 def test_penalty_gradcheck_and_bad_input() -> None:
     verts, faces = grid_sheet(6, 10.0)
     pts = torch.tensor([[0.3, -0.4, -0.5], [1.1, 0.7, -0.2], [-1.0, 1.2, -0.8]], dtype=D)
@@ -96,6 +117,16 @@ def test_default_head_bones_under_the_skin_at_rest_and_a_protruded_jaw_comes_thr
     penalty = head.penetration().penalty(out)
     penalty.sum().backward()
     assert offset.grad is not None and float(offset.grad[0, 1]) > 0  # descent pulls the jaw back
+
+
+@pytest.mark.parametrize("spaces", [("shape",), ("trait",), ("expression",), ()])
+def test_default_head_bone_stays_under_the_skin_for_each_space_with_the_jaw(
+    head: anatomy.Sculptor, spaces: tuple[str, ...]
+) -> None:
+    kw = head.sample(200, generator=torch.Generator().manual_seed(0), spaces=spaces)
+    report = head.penetration().report(head(**kw))
+    assert report["samples_over_0.5_mm"] == 0, report
+    assert report["samples_with_folded_skin_over_bone"] == 0, report
 
 
 def test_sample_draws_inside_the_jaw_limits(head: anatomy.Sculptor) -> None:

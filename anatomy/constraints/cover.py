@@ -103,18 +103,21 @@ class SheetCover:
             self.patch_faces = self.patch_faces[:, [0, 2, 1]]
             height = -height
         self.rest_height = height
+        self.rest_normal = self._normals(rest_s[None])[0]  # (N, 3) outward patch normals at rest
 
     def _heights(self, points: torch.Tensor, sheet: torch.Tensor) -> torch.Tensor:
         corners, bary = self.corners.to(sheet.device), self.bary.to(sheet.device, sheet.dtype)
         skin = (sheet[:, corners] * bary[..., None]).sum(-2)  # (B, N, 3)
+        return ((points - skin) * self._normals(sheet)).sum(-1)
+
+    def _normals(self, sheet: torch.Tensor) -> torch.Tensor:
         tri = sheet[:, self.patch_faces.to(sheet.device)]  # (B, F_patch, 3, 3)
         area_normals = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
         batch, num_f = area_normals.shape[:2]
         patches = self.patches.to(sheet.device, sheet.dtype)
         n = torch.sparse.mm(patches, area_normals.permute(1, 0, 2).reshape(num_f, batch * 3))
         n = n.reshape(-1, batch, 3).permute(1, 0, 2)
-        n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        return ((points - skin) * n).sum(-1)
+        return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def heights(self, points: torch.Tensor, sheet: torch.Tensor) -> torch.Tensor:
         """``(B, N)`` heights (mm) of the kept points of ``points (B, N0, 3)`` above their skin
@@ -125,6 +128,14 @@ class SheetCover:
             raise ShapeError(f"sheet must be (B, Vs, 3) with the points' batch {points.shape[0]}, "
                              f"got {tuple(sheet.shape)}.")
         return self._heights(points[:, self.ids.to(points.device)], sheet)
+
+    def turned(self, sheet: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` bool: the skin patch of a pair has folded over — its posed normal points
+        against its rest normal carried by ``rotations (B, N, 3, 3)`` (what the skin there was
+        rotated by, e.g. the blended skinning transform). There the patch's side says nothing
+        about the bone point: such pairs are a skin fold, not bone through the skin."""
+        expected = (rotations @ self.rest_normal.to(sheet.device, sheet.dtype)[..., None])[..., 0]
+        return (self._normals(sheet) * expected).sum(-1) < 0
 
     def penalty(self, points: torch.Tensor, sheet: torch.Tensor, *, margin: float = 0.0) -> torch.Tensor:
         """Differentiable ``(B,)``: sum over the kept points of ``relu(height + margin)^2`` (mm^2)."""

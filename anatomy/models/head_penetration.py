@@ -24,7 +24,8 @@ class HeadPenetration:
     stack indices of the N bone vertices under the face.
     """
 
-    def __init__(self, layout: tuple[TissueLayout, ...], template: torch.Tensor, *, reach: float = 30.0) -> None:
+    def __init__(self, layout: tuple[TissueLayout, ...], template: torch.Tensor, weights: torch.Tensor, *,
+                 reach: float = 30.0) -> None:
         lay = {t.name: t for t in layout}
         if "face" not in lay or len(lay) < 2:
             raise ParameterError(f"head penetration needs a 'face' tissue and at least one bone tissue; "
@@ -38,6 +39,9 @@ class HeadPenetration:
         self.point_ids = ids[self.cover.ids]  # stack indices of the covered bone vertices
         owner = torch.cat([torch.full((t.stop - t.start,), i) for i, t in enumerate(self.bones)])
         self._owner = owner[self.cover.ids]
+        dense = (weights.to_dense() if weights.layout != torch.strided else weights).detach().cpu()
+        corner_w = dense[face.start:face.stop][self.cover.corners]  # (N, 3, J)
+        self._pair_weights = (corner_w * self.cover.bary[..., None].to(corner_w.dtype)).sum(1)  # (N, J)
 
     def heights(self, out: ModelOutput) -> torch.Tensor:
         """Heights (mm) of the covered bone vertices above the posed face; ``> 0`` pokes through."""
@@ -45,15 +49,29 @@ class HeadPenetration:
         bone_ids = torch.cat([torch.arange(t.start, t.stop, device=v.device) for t in self.bones])
         return self.cover.heights(v[:, bone_ids], v[:, self.face_slice])
 
+    def folded(self, out: ModelOutput) -> torch.Tensor:
+        """``(B, N)`` bool: the skin over a pair has folded over in ``out`` (its normal turned by more
+        than 90 degrees from where skinning carries it; :meth:`SheetCover.turned`)."""
+        w = self._pair_weights.to(out.transforms.device, out.transforms.dtype)
+        rotations = torch.einsum("nj,bjik->bnik", w, out.transforms[..., :3])
+        return self.cover.turned(out.vertices[:, self.face_slice], rotations)
+
     def penalty(self, out: ModelOutput, *, margin: float = 0.0) -> torch.Tensor:
-        """Differentiable ``(B,)``: ``sum relu(height + margin)^2`` over covered bone vertices (mm^2)."""
-        return (self.heights(out) + margin).clamp_min(0.0).square().sum(1)
+        """Differentiable ``(B,)``: ``sum relu(height + margin)^2`` over covered bone vertices (mm^2)
+        whose skin has not folded over (there the height has no meaning, see :meth:`folded`)."""
+        over = (self.heights(out) + margin).clamp_min(0.0)
+        return torch.where(self.folded(out), torch.zeros_like(over), over).square().sum(1)
 
     def report(self, out: ModelOutput, *, threshold: float = 0.5) -> dict[str, object]:
         """How far bone comes through the skin in ``out`` (mm): the worst depth over the batch, the
-        number of samples with any depth ``> threshold``, the worst per bone tissue."""
+        number of samples with any depth ``> threshold``, the worst per bone tissue; and, apart
+        from those, the samples where the skin over some bone has folded over (:meth:`folded`) and
+        how many of them the bare height would have counted as ``> threshold``."""
         with torch.no_grad():
-            depth = self.heights(out).clamp_min(0.0)
+            folded = self.folded(out)
+            raw = self.heights(out).clamp_min(0.0)
+            depth = torch.where(folded, torch.zeros_like(raw), raw)
+            fold_depth = torch.where(folded, raw, torch.zeros_like(raw)).max(1).values
             worst = depth.max(1).values
             per = {t.name: round(float(depth[:, self._owner.to(depth.device) == i].max()), 3)
                    if bool((self._owner == i).any()) else None for i, t in enumerate(self.bones)}
@@ -62,4 +80,6 @@ class HeadPenetration:
             "max_depth_mm": round(float(worst.max()), 3),
             f"samples_over_{threshold}_mm": int((worst > threshold).sum()),
             "max_depth_mm_per_tissue": per,
+            "samples_with_folded_skin_over_bone": int(folded.any(1).sum()),
+            f"samples_over_{threshold}_mm_under_folded_skin": int((fold_depth > threshold).sum()),
         }

@@ -334,7 +334,7 @@ class Sculptor(ArticulatedModel):
         """Bone through skin: ``pen.report(out)``, ``pen.penalty(out, margin=)`` (differentiable),
         ``pen.heights(out)``; built from the rest tissues on first use and cached."""
         if self._penetration is None:
-            self._penetration = HeadPenetration(self.layout, self.template)
+            self._penetration = HeadPenetration(self.layout, self.template, self.weights)
         return self._penetration
 
     # -- jaw limits ------------------------------------------------------------------------
