@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import time
 import warnings
@@ -23,7 +22,7 @@ import torch
 from .core.errors import AnatomyError, ParameterError
 from .fitting import HeadFit, predict_face, predict_skull, simulate_surgery
 from .io import load_model, make_toy_model_data, save_model, write_obj, write_ply, write_vtu
-from .io._atomic import fsync_dir, write_temp
+from .io._atomic import write_atomic
 from .io.model_data import ModelData
 from .io.official_nimble import mirror_hand_model_data, nimble_to_model_data, piano_to_model_data
 from .io.official_sculptor import sculptor_to_model_data
@@ -214,21 +213,14 @@ def _new_out_folder(name: str, create: bool) -> Path:
     return folder
 
 
-def _write_bytes(path: Path, payload: bytes) -> Path:
-    tmp = write_temp(path.parent, path.name, payload)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return path
-
-
 def _write_json(path: Path, doc: object) -> Path:
-    return _write_bytes(path, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode("utf-8"))
+    return write_atomic(path, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode("utf-8"))
 
 
 def _write_npy(path: Path, array: np.ndarray) -> Path:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
-    return _write_bytes(path, buffer.getvalue())
+    return write_atomic(path, buffer.getvalue())
 
 
 def _head_model(name: str) -> Sculptor:

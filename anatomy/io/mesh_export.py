@@ -13,7 +13,6 @@ float32, 17 for float64); PLY binary stores them as they are.
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from ..core.errors import DtypeError, ModelFileError, ParameterError, ShapeError, missing_dependency
-from ._atomic import fsync_dir, remove_quietly, write_temp
+from ._atomic import write_atomic
 
 __all__ = ["Mesh", "write_obj", "write_ply", "write_vtu", "read_mesh"]
 
@@ -91,39 +90,6 @@ def _indices(x: Any, name: str, width: int | None, num_vertices: int) -> np.ndar
     return idx
 
 
-def _check_not_input(path: Path, arrays: list[Any]) -> None:
-    if not path.exists():
-        return
-    for a in arrays:
-        base = a
-        while isinstance(base, np.ndarray) and not isinstance(base, np.memmap) and base.base is not None:
-            base = base.base
-        filename = getattr(base, "filename", None)
-        if isinstance(base, np.memmap) and filename is not None:
-            with contextlib.suppress(OSError):
-                if os.path.samefile(filename, path):
-                    raise ParameterError(
-                        f"refusing to write {path}: an input array is memory-mapped from that file; write to "
-                        f"another path or copy the array first (np.array(x))."
-                    )
-
-
-def _atomic_write(path: PathLike, payload: bytes, inputs: list[Any]) -> Path:
-    target = Path(os.fspath(path))
-    _check_not_input(target, inputs)
-    folder = target.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot write {target}: folder {folder} does not exist; create it first.")
-    tmp = write_temp(folder, target.name, payload)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
-    fsync_dir(folder)
-    return target
-
-
 def _float_fmt(v: np.ndarray) -> str:
     return "%.9g" if v.dtype == np.float32 else "%.17g"
 
@@ -144,7 +110,7 @@ def write_obj(path: PathLike, vertices: Any, faces: Any) -> Path:
     if len(f):
         k = f.shape[1]
         parts.append((("f" + " %d" * k + "\n") * len(f)) % tuple((f + 1).ravel().tolist()))
-    return _atomic_write(path, "".join(parts).encode("ascii"), [vertices, faces])
+    return write_atomic(path, "".join(parts).encode("ascii"), [vertices, faces])
 
 
 def _colors(colors: Any, num_vertices: int) -> np.ndarray:
@@ -218,7 +184,7 @@ def write_ply(
             np.concatenate([np.full((len(f), 1), k), f], 1).ravel().tolist()
         ) if len(f) else ""
         body = (text + ftext).encode("ascii")
-    return _atomic_write(path, head + body, [vertices, faces, vertex_colors])
+    return write_atomic(path, head + body, [vertices, faces, vertex_colors])
 
 
 _VTK_TYPES = {
@@ -325,7 +291,7 @@ def write_vtu(
         appended = "".join(b.appended)
         lines.append(f'  <AppendedData encoding="base64">\n   _{appended}\n  </AppendedData>\n')
     lines.append("</VTKFile>\n")
-    return _atomic_write(path, "".join(lines).encode("utf-8"), [vertices, tets])
+    return write_atomic(path, "".join(lines).encode("utf-8"), [vertices, tets])
 
 
 # --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ModelFileError, ParameterError, ShapeError, missing_dependency
-from ..io.mesh_export import _atomic_write
+from ..io._atomic import write_atomic
 from .volume import MODALITIES, Volume
 
 __all__ = ["read_nifti", "write_nifti"]
@@ -189,7 +189,7 @@ def write_nifti(volume: Volume, path: PathLike, *, labels: bool = False, overwri
     raw = _serialize(img)
     if target.name.lower().endswith(".gz"):
         raw = gzip.compress(raw, compresslevel=1, mtime=0)  # level 1, as nibabel writes .nii.gz
-    return _atomic_write(target, raw, [volume.data])
+    return write_atomic(target, raw, [volume.data])
 
 
 def _serialize(img: Any) -> bytes:
