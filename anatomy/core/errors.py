@@ -7,6 +7,9 @@ what was expected, what came, and how to fix it.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 
 class AnatomyError(Exception):
     """Base class of every error raised on purpose by ``anatomy``."""
@@ -55,3 +58,13 @@ def missing_dependency(module: str, extra: str, purpose: str) -> OptionalDepende
         f"{purpose} needs the optional package '{module}', which is not installed. "
         f"Install it with: pip install 'anatomy[{extra}]'"
     )
+
+
+def import_optional(module: str, extra: str, purpose: str, pip_name: str | None = None) -> Any:
+    """Import an optional ``module`` (e.g. ``"PIL.Image"``), or raise :func:`missing_dependency`
+    naming ``pip_name`` (default: the module's top-level name) and the pip extra."""
+    try:
+        importlib.import_module(module.split(".")[0])  # the package itself must be importable
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise missing_dependency(pip_name or module.split(".")[0], extra, purpose) from exc

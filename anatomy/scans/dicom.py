@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import ModelFileError, ParameterError, missing_dependency
+from ..core.errors import ModelFileError, ParameterError, import_optional
 from .volume import MODALITIES, Volume, lps_to_ras
 
 __all__ = ["read_dicom"]
@@ -46,11 +46,7 @@ _TILT_TOL_DEG = 0.01
 
 
 def _pydicom() -> Any:
-    try:
-        import pydicom
-    except ImportError as exc:
-        raise missing_dependency("pydicom", "scans", "Reading DICOM series") from exc
-    return pydicom
+    return import_optional("pydicom", "scans", "Reading DICOM series")
 
 
 def dicom_files(folder: Path) -> list[Path]:

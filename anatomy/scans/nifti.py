@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import ModelFileError, ParameterError, ShapeError, missing_dependency
+from ..core.errors import ModelFileError, ParameterError, ShapeError, import_optional
 from ..io._atomic import write_atomic
 from .volume import MODALITIES, Volume
 
@@ -33,11 +33,7 @@ _UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3, "unknown": 1.0}
 
 
 def _nibabel() -> Any:
-    try:
-        import nibabel
-    except ImportError as exc:
-        raise missing_dependency("nibabel", "scans", "Reading and writing NIfTI files") from exc
-    return nibabel
+    return import_optional("nibabel", "scans", "Reading and writing NIfTI files")
 
 
 def is_nifti_path(path: PathLike) -> bool:

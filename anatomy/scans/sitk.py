@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import ModelFileError, ParameterError, ShapeError, missing_dependency
+from ..core.errors import ModelFileError, ParameterError, ShapeError, import_optional
 from .volume import MODALITIES, Volume, lps_to_ras
 
 __all__ = ["SITK_SUFFIXES", "read_sitk"]
@@ -24,11 +24,7 @@ SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def _simpleitk() -> Any:
-    try:
-        import SimpleITK
-    except ImportError as exc:
-        raise missing_dependency("SimpleITK", "scans", "Reading NRRD/MHA files") from exc
-    return SimpleITK
+    return import_optional("SimpleITK", "scans", "Reading NRRD/MHA files")
 
 
 def read_sitk(path: PathLike, *, modality: str | None = None) -> Volume:

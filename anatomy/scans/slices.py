@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import ModelFileError, ParameterError, missing_dependency
+from ..core.errors import ModelFileError, ParameterError, import_optional
 from .volume import MODALITIES, Volume
 
 __all__ = ["SLICE_SUFFIXES", "natural_key", "read_slices"]
@@ -42,11 +42,7 @@ def natural_key(name: str) -> list[Any]:
 
 
 def _pillow() -> Any:
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise missing_dependency("pillow", "scans", "Reading PNG/TIFF slice stacks") from exc
-    return Image
+    return import_optional("PIL.Image", "scans", "Reading PNG/TIFF slice stacks", pip_name="pillow")
 
 
 def slice_files(folder: Path) -> list[Path]:
