@@ -112,12 +112,14 @@ def simulate_surgery(
             head's names, e.g. ``{"mandibular_advancement": 5.0}``; negative values move the other
             way; beyond +-15 mm warns), or a ``(B|1, n_trait)`` tensor of trait-coefficient changes
             (any model, also an official SCULPTOR file).
-        model: the layer the params belong to (``None``: the embedded default head, float32).
+        model: the layer the params belong to (``None``: the embedded default head, in the dtype
+            of the params' tensors, float32 if there are none).
 
     Expression, jaw and rigid parameters are kept as in ``params``.
     """
-    if model is None:
-        model = Sculptor()
+    if model is None:  # the default head in the params' precision (fits return float64 params)
+        floats = [v.dtype for v in params.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        model = Sculptor(dtype=floats[0] if floats else None)
     if "trait" not in model.space_sizes:
         raise ParameterError(f"this model has no trait space (spaces {list(model.space_sizes)}).")
     ref = model.template

@@ -139,3 +139,14 @@ def test_official_model_takes_coefficient_deltas() -> None:
         post = model(shape=torch.ones(1, 50, dtype=F64), trait=delta)
     torch.testing.assert_close(result.face_change, post.face - pre.face, atol=1e-12, rtol=0)
     assert float(result.change_mm.max()) > 0
+
+
+def test_default_model_follows_the_params_precision() -> None:
+    """``simulate_surgery(fit.params, ...)`` without a model: fits return float64 params, and the
+    default head is built in their dtype (float32 params get the float32 head)."""
+    params64 = {"shape": torch.linspace(-1, 1, 10, dtype=torch.float64)[None]}
+    res64 = simulate_surgery(params64, {"mandibular_advancement": 5.0})
+    res32 = simulate_surgery({k: v.float() for k, v in params64.items()}, {"mandibular_advancement": 5.0})
+    assert res64.post.face.dtype == torch.float64 and res32.post.face.dtype == torch.float32
+    assert float(res64.landmark_change_mm("pogonion")[0]) == pytest.approx(5.0, abs=1e-6)
+    torch.testing.assert_close(res32.change_mm.double(), res64.change_mm, atol=1e-3, rtol=0)
