@@ -19,3 +19,10 @@ from .slices import read_slices
 from .volume import MODALITIES, Volume
 
 __all__ = ["MODALITIES", "Volume", "read_dicom", "read_nifti", "read_sitk", "read_slices", "read_volume", "write_nifti"]
+
+# segmentation (histogram thresholds, no training labels) and closed tissue surfaces
+from .segment import Segmentation, Tissue, from_labels, segment_ct, segment_mri, split_mandible  # noqa: E402
+from .surface import Surface, extract_surface  # noqa: E402
+
+__all__ += ["Segmentation", "Surface", "Tissue", "extract_surface", "from_labels", "segment_ct", "segment_mri"]
+__all__ += ["split_mandible"]
