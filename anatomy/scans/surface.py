@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, sparse
+from scipy import sparse
 from scipy.sparse import csgraph
 
 from ..core.errors import ParameterError, ShapeError, import_optional
@@ -127,7 +127,9 @@ def extract_surface(
             f"Pick a label that is present, or check the segmentation's thresholds."
         )
     if fill_holes:
-        mask = ndimage.binary_fill_holes(mask)
+        from .segment import fill_enclosed
+
+        mask = fill_enclosed(mask)
     idx = np.nonzero(mask)
     lo = np.array([int(i.min()) for i in idx])
     hi = np.array([int(i.max()) for i in idx]) + 1

@@ -29,11 +29,16 @@ def _grid(shape: tuple[int, int, int], h: float) -> tuple[np.ndarray, np.ndarray
 
 
 def synthetic_ct(
-    shape: tuple[int, int, int] = (80, 80, 70), h: float = 1.0, noise: float = 20.0, seed: int = 0, extras: bool = False
+    shape: tuple[int, int, int] = (80, 80, 70),
+    h: float = 1.0,
+    noise: float = 20.0,
+    seed: int = 0,
+    extras: bool = False,
+    fat: bool = False,
 ) -> tuple[Volume, dict[str, np.ndarray]]:
     """Air -1000 HU, an ellipsoid body 40 HU, a bone ball 1000 HU, a table slab (200 HU) behind the body
     with a 3 mm air gap; ``extras``: a jaw ball apart (anterior, inferior) and a spine column (posterior,
-    inferior), both bone. Gaussian noise of ``noise`` HU."""
+    inferior), both bone; ``fat``: a fat layer (-100 HU) under a 3 mm skin. Gaussian noise of ``noise`` HU."""
     rng = np.random.default_rng(seed)
     g, aff = _grid(shape, h)
     x, y, z = g
@@ -47,6 +52,9 @@ def synthetic_ct(
         truth["spine"] = (x**2 + (y + 8) ** 2 <= 4**2) & (z < -14) & (z > -26)
     data = np.full(shape, -1000.0)
     data[truth["body"]] = 40.0
+    if fat:
+        shell = (x / 27) ** 2 + (y / 27) ** 2 + (z / 25) ** 2
+        data[(shell <= 1) & ((x / 22) ** 2 + (y / 22) ** 2 + (z / 20) ** 2 > 1)] = -100.0
     data[truth["table"]] = 200.0
     for name in ("bone", "jaw", "spine"):
         if name in truth:
@@ -97,6 +105,16 @@ def test_ct_windowed_8bit_gives_the_same_segmentation(window: tuple[float, float
     assert differ.sum() <= 0.002 * differ.size
     assert _off_by_more_than_one_voxel(hu.mask("skin"), seg.mask("skin")) == 0
     np.testing.assert_array_equal(seg.mask("bone"), hu.mask("bone"))
+
+
+def test_ct_8bit_skin_is_a_thin_shell_around_fat_at_zero() -> None:
+    vol, truth = synthetic_ct(fat=True, noise=10.0)
+    hu = segment_ct(vol)
+    seg = segment_ct(_window_8bit(vol, -100.0, 900.0))  # the fat layer reads 0, like air
+    assert (np.asarray(_window_8bit(vol, -100.0, 900.0).data)[truth["body"]] == 0).mean() > 0.15
+    for s in (hu, seg):
+        assert _off_by_more_than_one_voxel(s.mask("skin"), truth["body"]) == 0
+        assert _off_by_more_than_one_voxel(s.mask("bone"), truth["bone"]) == 0
 
 
 def test_ct_keeps_a_separate_anterior_jaw_and_drops_the_spine() -> None:
@@ -191,7 +209,7 @@ def test_slice_wise_fill_closes_an_airway_open_at_both_ends() -> None:
     body = (x**2 + y**2 <= 18**2) & (np.abs(z) < 20)
     airway = x**2 + y**2 <= 4**2  # a tube through the whole body along z (superior)
     data = np.where(body & ~airway, 40.0, -1000.0)
-    data[(x - 9) ** 2 + y**2 + z**2 <= 5**2] = 1000.0
+    data[(x - 10) ** 2 + y**2 + z**2 <= 7**2] = 1000.0
     data += np.random.default_rng(3).normal(0.0, 20.0, data.shape)
     seg = segment_ct(Volume(data, aff, "ct"))
     assert seg.mask("body")[body].all()
