@@ -126,15 +126,14 @@ def extract_surface(
             f"extract_surface: the mask is empty (label={label!r}); the volume holds the values {present}. "
             f"Pick a label that is present, or check the segmentation's thresholds."
         )
-    if fill_holes:
+    lo = np.array([int(np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0][0]) for ax in range(3)])
+    hi = np.array([int(np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0][-1]) + 1 for ax in range(3)])
+    padded = np.pad(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], 1)
+    if fill_holes:  # on the padded crop: its empty border is outside, as the volume's outside would be
         from .segment import fill_enclosed
 
-        mask = fill_enclosed(mask)
-    idx = np.nonzero(mask)
-    lo = np.array([int(i.min()) for i in idx])
-    hi = np.array([int(i.max()) for i in idx]) + 1
-    crop = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    padded = np.pad(crop, 1).astype(np.float32)
+        padded = fill_enclosed(padded)
+    padded = padded.astype(np.float32)
     verts, faces, _normals, _values = measure.marching_cubes(padded, level=0.5, allow_degenerate=False)
     ijk = verts.astype(np.float64) - 1.0 + lo
     world = ijk @ volume.affine[:3, :3].T + volume.affine[:3, 3]
