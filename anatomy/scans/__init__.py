@@ -26,3 +26,10 @@ from .surface import Surface, extract_surface  # noqa: E402
 
 __all__ += ["Segmentation", "Surface", "Tissue", "extract_surface", "from_labels", "segment_ct", "segment_mri"]
 __all__ += ["split_mandible"]
+
+# phantoms: label maps with partial volume from model outputs, CT and MRI volumes from them
+from .phantom_ct import ct_from_labels  # noqa: E402
+from .phantom_labels import PhantomTissue, phantom_labels  # noqa: E402
+from .phantom_mri import mri_from_labels  # noqa: E402
+
+__all__ += ["PhantomTissue", "ct_from_labels", "mri_from_labels", "phantom_labels"]
