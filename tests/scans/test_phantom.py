@@ -82,6 +82,14 @@ def test_nested_sphere_volumes_converge_with_supersampling(nested, spacing, tole
     assert abs(mesh_volume(*SPHERE) / (4 / 3 * np.pi) - 1) < 3e-3
 
 
+@pytest.mark.parametrize("spacing", [1.0, 0.5])
+def test_cortical_shell_thickness(spacing):
+    v, f = SPHERE
+    _, frac = phantom_labels({"skin": (20.0 * v, f), "bone": (10.0 * v, f)}, spacing, cortical_mm=1.5)
+    shell = mesh_volume(10.0 * v, f) - mesh_volume(8.5 * v, f)
+    assert float(frac["cortical"].sum(dtype=np.float64)) * spacing ** 3 == pytest.approx(shell, rel=0.1)
+
+
 def test_grid_aligned_box_fills_each_sample_once():
     # faces, edges and vertices exactly on sample points: the top-left rule counts each once
     v, f = box(0.0, 10.0)
@@ -140,6 +148,14 @@ def test_head_phantom_labels_and_teeth(head_phantom):
     assert teeth[:, 2].max() <= top + 2.0 and teeth[:, 2].min() >= bottom - 2.0  # between the alveolar planes
     assert teeth[:, 1].min() > out.landmark("sub_M2_R")[0, 1].item() - 12.0
     assert len(labels.meta["filling_sites"]) == 4
+
+
+def test_open_jaw_keeps_the_lower_teeth():
+    out = anatomy.Sculptor()(jaw_pose=torch.tensor([[-0.5, 0.0, 0.0]]))  # about 29 degrees open
+    labels, _ = phantom_labels(out, 2.0)
+    teeth = labels.world(np.argwhere(labels.data == PhantomTissue.TEETH).astype(np.float64))
+    incisors = out.landmark("infradentale")[0].numpy()
+    assert (np.linalg.norm(teeth - incisors, axis=1) < 12.0).sum() > 10
 
 
 def test_ct_values_and_noise_in_flat_regions():
