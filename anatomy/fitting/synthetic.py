@@ -12,6 +12,8 @@ import torch
 from ..core.errors import ParameterError
 from ..core.rotations import axis_angle_to_matrix
 from ..models import Sculptor
+from .head import bone_tissues
+from .targets import tissue_vertex_ids
 
 __all__ = ["hidden_traits", "move_points", "random_rigid"]
 
@@ -39,7 +41,7 @@ def hidden_traits(model: Sculptor, tolerance: float = 1e-6) -> torch.Tensor:
     num = model.space_sizes.get("trait", 0)
     if num == 0:
         return model.template.new_zeros(0, 0)
-    ids = torch.cat([torch.arange(t.start, t.stop) for t in model.layout if t.name != "face"])
+    ids = tissue_vertex_ids(model, bone_tissues(model))
     with torch.no_grad():
         eye = torch.eye(num, dtype=model.template.dtype, device=model.template.device)
         moved = model(trait=eye, jaw_range="ignore").vertices[:, ids] - model().vertices[:, ids]

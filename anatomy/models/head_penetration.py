@@ -33,6 +33,7 @@ class HeadPenetration:
         face = lay["face"]
         self.bones = tuple(t for t in layout if t.name != "face")
         ids = torch.cat([torch.arange(t.start, t.stop) for t in self.bones])
+        self._bone_ids = ids  # stack indices of every bone vertex (the cover's candidates)
         self.face_slice = slice(face.start, face.stop)
         rest = template.detach()
         self.cover = SheetCover(rest[ids], rest[self.face_slice], face.faces, reach=reach)
@@ -46,8 +47,7 @@ class HeadPenetration:
     def heights(self, out: ModelOutput) -> torch.Tensor:
         """Heights (mm) of the covered bone vertices above the posed face; ``> 0`` pokes through."""
         v = out.vertices
-        bone_ids = torch.cat([torch.arange(t.start, t.stop, device=v.device) for t in self.bones])
-        return self.cover.heights(v[:, bone_ids], v[:, self.face_slice])
+        return self.cover.heights(v[:, self._bone_ids.to(v.device)], v[:, self.face_slice])
 
     def folded(self, out: ModelOutput) -> torch.Tensor:
         """``(B, N)`` bool: the skin over a pair has folded over in ``out`` (its normal turned by more

@@ -338,32 +338,37 @@ class Sculptor(ArticulatedModel):
         return self._penetration
 
     # -- jaw limits ------------------------------------------------------------------------
+    def _offset_violation(self, jaw_offset: torch.Tensor) -> torch.Tensor:
+        """``(B, 3)`` mm outside the offset box per axis (0 inside)."""
+        lower, upper = self.jaw_offset_limits()
+        off = self._jaw_offset(jaw_offset)
+        return torch.relu(off - upper) + torch.relu(lower - off)
+
+    def _clamp_offset(self, jaw_offset: torch.Tensor) -> torch.Tensor:
+        lower, upper = self.jaw_offset_limits()
+        return torch.maximum(torch.minimum(self._jaw_offset(jaw_offset), upper), lower)
+
     def _jaw_in_range(self, jaw_pose: torch.Tensor | None, jaw_offset: torch.Tensor | None, *,
                       clamp: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if clamp:
-            if jaw_pose is not None:
-                jaw_pose = self.clamp_jaw(jaw_pose)[0]
-            if jaw_offset is not None:
-                lower, upper = self.jaw_offset_limits()
-                jaw_offset = torch.maximum(torch.minimum(self._jaw_offset(jaw_offset), upper), lower)
-            return jaw_pose, jaw_offset
+            pose = None if jaw_pose is None else self.clamp_jaw(jaw_pose)[0]
+            return pose, None if jaw_offset is None else self._clamp_offset(jaw_offset)
+        parts = []
         with torch.no_grad():
-            parts = []
             if jaw_pose is not None:
                 lim = self.jaw_limits()
-                angles = self.jaw_angles(jaw_pose.detach())
-                bad = (angles < lim.lower[0] - _RANGE_TOL) | (angles > lim.upper[0] + _RANGE_TOL)
+                rot = self._jaw_rotation(jaw_pose.detach())[:, None]
+                bad = (lim.violation(rot)[:, 0] > _RANGE_TOL).any(1)
                 if bool(bad.any()):
-                    worst = torch.rad2deg(angles[bad.any(1)][0])
+                    worst = torch.rad2deg(lim.angles(rot)[:, 0][bad][0])
                     parts.append(f"jaw angles (opening, roll, yaw) {[round(float(a), 1) for a in worst]} deg outside "
                                  f"{[round(float(a), 1) for a in torch.rad2deg(lim.lower[0])]} .. "
                                  f"{[round(float(a), 1) for a in torch.rad2deg(lim.upper[0])]}")
             if jaw_offset is not None:
-                lower, upper = self.jaw_offset_limits()
-                off = self._jaw_offset(jaw_offset.detach())
-                bad = ((off < lower - _RANGE_TOL) | (off > upper + _RANGE_TOL)).any(1)
+                bad = (self._offset_violation(jaw_offset.detach()) > _RANGE_TOL).any(1)
                 if bool(bad.any()):
-                    parts.append(f"jaw_offset {[round(float(a), 2) for a in off[bad][0]]} mm outside "
+                    lower, upper = self.jaw_offset_limits()
+                    parts.append(f"jaw_offset {[round(float(a), 2) for a in jaw_offset[bad][0]]} mm outside "
                                  f"{[round(float(a), 2) for a in lower]} .. {[round(float(a), 2) for a in upper]}")
         if parts:
             warnings.warn(f"{'; '.join(parts)} (first such sample shown): beyond the anatomical range of the jaw. "
@@ -394,11 +399,7 @@ class Sculptor(ArticulatedModel):
         rot = self._jaw_rotation(jaw_pose)
         clamped = self.jaw_limits().clamp(rot[:, None])[:, 0]
         pose_out = clamped if jaw_pose.dim() == 3 else matrix_to_axis_angle(clamped)
-        off_out = None
-        if jaw_offset is not None:
-            lower, upper = self.jaw_offset_limits()
-            off_out = torch.maximum(torch.minimum(self._jaw_offset(jaw_offset), upper), lower)
-        return pose_out, off_out
+        return pose_out, None if jaw_offset is None else self._clamp_offset(jaw_offset)
 
     def jaw_penalty(
         self, jaw_pose: torch.Tensor, jaw_offset: torch.Tensor | None = None, *, offset_weight: float = 1.0
@@ -407,8 +408,5 @@ class Sculptor(ArticulatedModel):
         plus ``offset_weight`` times the squared offset violations (mm^2); zero inside the limits."""
         penalty = self.jaw_limits().penalty(self._jaw_rotation(jaw_pose)[:, None])
         if jaw_offset is not None:
-            lower, upper = self.jaw_offset_limits()
-            off = self._jaw_offset(jaw_offset)
-            hinge = torch.relu(off - upper) + torch.relu(lower - off)
-            penalty = penalty + offset_weight * hinge.square().sum(-1)
+            penalty = penalty + offset_weight * self._offset_violation(jaw_offset).square().sum(-1)
         return penalty
