@@ -26,6 +26,7 @@ from scipy.sparse import csgraph
 
 from ..core.errors import ParameterError, ShapeError, import_optional
 from ..io.mesh_export import Mesh
+from .morphology import fill_enclosed
 from .volume import Volume
 
 __all__ = ["Surface", "decimate", "extract_surface", "keep_largest_component", "mesh_volume", "taubin_smooth"]
@@ -130,8 +131,6 @@ def extract_surface(
     hi = np.array([int(np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0][-1]) + 1 for ax in range(3)])
     padded = np.pad(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], 1)
     if fill_holes:  # on the padded crop: its empty border is outside, as the volume's outside would be
-        from .segment import fill_enclosed
-
         padded = fill_enclosed(padded)
     padded = padded.astype(np.float32)
     verts, faces, _normals, _values = measure.marching_cubes(padded, level=0.5, allow_degenerate=False)
