@@ -16,9 +16,10 @@ import numpy as np
 __all__ = ["cap_holes", "fill_columns"]
 
 
-def fill_columns(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, step: float,
+def fill_columns(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, step: float | np.ndarray,
                   shape: tuple[int, int, int]) -> np.ndarray:
-    """Inside mask ``shape`` of sample ``origin + step * (i, j, k)`` for a closed surface (see module doc)."""
+    """Inside mask ``shape`` of sample ``origin + step * (i, j, k)`` for a closed surface (see module doc);
+    ``step``: mm between samples, one number or one per axis ``(3,)``."""
     nx, ny, nz = shape
     g = (vertices[faces] - origin) / step  # (F, 3, 3) in sample units
     a, b, c = g[:, 0], g[:, 1], g[:, 2]

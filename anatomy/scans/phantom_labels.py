@@ -23,7 +23,7 @@ share of each label (they sum to 1) and the label map takes the largest.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Any
 
@@ -34,7 +34,7 @@ from ..core.errors import ParameterError, ShapeError
 from .phantom_fill import cap_holes, fill_columns
 from .volume import Volume
 
-__all__ = ["PhantomTissue", "phantom_labels", "tissue_fractions"]
+__all__ = ["PhantomTissue", "phantom_labels", "tissue_fractions", "voxel_spacing"]
 
 
 class PhantomTissue(IntEnum):
@@ -97,6 +97,10 @@ def _from_output(output: Any, index: int | None) -> tuple[dict[str, list[Mesh]],
                          f"this output has {sorted(names)}. Pass a dict of (vertices, faces) per role instead.")
 
 
+def _mm(size: np.ndarray) -> str:
+    return f"{size[0]:g}" if np.all(size == size[0]) else "x".join(f"{s:g}" for s in size)
+
+
 def _plane(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> tuple[np.ndarray, float]:
     normal = np.cross(p1 - p0, p2 - p0)
     normal = normal / np.linalg.norm(normal) * (1.0 if normal[2] >= 0 else -1.0)  # pointing up (+z, RAS)
@@ -123,25 +127,42 @@ def _teeth_zone(centres: np.ndarray, marks: dict[str, np.ndarray],
     return zones[0], zones[1], sites
 
 
-def _depth(solid: np.ndarray, spacing: float) -> np.ndarray:
-    """Depth (mm) of each voxel centre of ``solid`` below its surface; the transform runs on its bounding box."""
+def _depth(solid: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Depth (mm) of each voxel centre of ``solid`` below its surface; the transform runs on its bounding box.
+
+    The distance to the nearest outside voxel centre less half a voxel (for anisotropic voxels
+    half their mean size: exact for a surface across the axis of that mean size, off by less than
+    half the spread of the sizes otherwise)."""
     depth = np.zeros(solid.shape, dtype=np.float64)
     hit = np.argwhere(solid)
     if len(hit) == 0:
         return depth
     box = tuple(slice(max(lo - 1, 0), hi + 2) for lo, hi in zip(hit.min(0), hit.max(0), strict=True))
-    depth[box] = ndimage.distance_transform_edt(solid[box], sampling=spacing) - spacing / 2
+    sampling = [float(s) for s in spacing]
+    depth[box] = ndimage.distance_transform_edt(solid[box], sampling=sampling) - float(np.mean(spacing)) / 2
     return depth
 
 
-def tissue_fractions(source: Any, *, spacing: float = 1.0, margin: float = 5.0, supersample: int = 2,
+def voxel_spacing(spacing: Any) -> np.ndarray:
+    """``spacing`` (a number or a sequence of 3, mm per voxel axis x, y, z) as a float64 ``(3,)`` array."""
+    try:
+        arr = np.asarray(spacing, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = np.array([np.nan])
+    if arr.ndim == 0:
+        arr = np.repeat(arr, 3)
+    if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ParameterError(f"spacing must be a positive number of mm or three of them (x, y, z); got {spacing!r}.")
+    return arr
+
+
+def tissue_fractions(source: Any, *, spacing: float | Sequence[float] = 1.0, margin: float = 5.0, supersample: int = 2,
                      index: int | None = None, cortical_mm: float = 1.5, skull_shell_mm: float = 7.0,
                      teeth_mm: float = 10.0, max_bytes: int = _MAX_BYTES,
                      ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Voxel grid affine ``(4, 4)``, per-label fractions ``(X, Y, Z)`` float32 and extra facts
     (``filling_sites`` of a head) (see :func:`phantom_labels`)."""
-    if not np.isfinite(spacing) or spacing <= 0:
-        raise ParameterError(f"spacing must be a positive number of mm; got {spacing}.")
+    size = voxel_spacing(spacing)
     if not np.isfinite(margin) or margin < 0:
         raise ParameterError(f"margin must be >= 0 mm; got {margin}.")
     if int(supersample) != supersample or not 1 <= supersample <= 8:
@@ -159,22 +180,22 @@ def tissue_fractions(source: Any, *, spacing: float = 1.0, margin: float = 5.0, 
     if not np.all(np.isfinite(points)):
         raise ParameterError("the surfaces have NaN or Inf vertices.")
     lo, hi = points.min(0) - margin, points.max(0) + margin
-    shape = tuple(int(s) for s in np.ceil((hi - lo) / spacing).astype(np.int64) + 1)
+    shape = tuple(int(s) for s in np.ceil((hi - lo) / size).astype(np.int64) + 1)
     need = int(np.prod(shape)) * _BYTES_PER_VOXEL
     if need > max_bytes:
-        raise ParameterError(f"a {shape[0]}x{shape[1]}x{shape[2]} phantom at {spacing} mm needs about "
+        raise ParameterError(f"a {shape[0]}x{shape[1]}x{shape[2]} phantom at {_mm(size)} mm needs about "
                              f"{need / 2**30:.1f} GiB (limit {max_bytes / 2**30:.1f} GiB): use a coarser spacing or "
                              f"raise max_bytes.")
-    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine = np.diag([*size, 1.0])
     affine[:3, 3] = lo
-    step = spacing / n
-    origin = lo - spacing / 2 + step / 2
+    step = size / n
+    origin = lo - size / 2 + step / 2
     inside = {role: np.zeros(shape, dtype=np.float32) for role in roles}
     slab = max(1, _SLAB_SAMPLES // (shape[1] * shape[2] * n ** 3))
     for x0 in range(0, shape[0], slab):
         nxv = min(slab, shape[0] - x0)
         fine = (nxv * n, shape[1] * n, shape[2] * n)
-        o = origin + np.array([x0 * spacing, 0.0, 0.0])
+        o = origin + np.array([x0 * size[0], 0.0, 0.0])
         covered = np.zeros(fine, dtype=bool)
         for role in ("bone", "skull", "mandible", "muscle", "skin"):  # one tissue per sub-sample, bone first
             if role not in roles:
@@ -191,11 +212,11 @@ def tissue_fractions(source: Any, *, spacing: float = 1.0, margin: float = 5.0, 
     depth_of = {}
     for role in ("bone", "skull", "mandible"):
         if role in roles:
-            depth_of[role] = _depth(inside[role] >= 0.5, spacing)
+            depth_of[role] = _depth(inside[role] >= 0.5, size)
     centres = None
     if marks and all(k in marks for k in ("prosthion", "supra_M2_R", "infradentale", "sub_M2_R")):
         centres = np.moveaxis(np.indices(shape, dtype=np.float32), 0, -1)
-        centres *= np.float32(spacing)
+        centres *= size.astype(np.float32)
         centres += lo.astype(np.float32)
     upper = lower = np.zeros(shape, dtype=bool)
     facts: dict[str, Any] = {}
@@ -214,7 +235,7 @@ def tissue_fractions(source: Any, *, spacing: float = 1.0, margin: float = 5.0, 
     return affine, frac, facts
 
 
-def phantom_labels(source: Any, spacing: float = 1.0, margin: float = 5.0, supersample: int = 2, *,
+def phantom_labels(source: Any, spacing: float | Sequence[float] = 1.0, margin: float = 5.0, supersample: int = 2, *,
                    index: int | None = None, cortical_mm: float = 1.5, skull_shell_mm: float = 7.0,
                    teeth_mm: float = 10.0, max_bytes: int = _MAX_BYTES) -> tuple[Volume, dict[str, np.ndarray]]:
     """A label map of a model output and its partial-volume fractions.
@@ -223,7 +244,9 @@ def phantom_labels(source: Any, spacing: float = 1.0, margin: float = 5.0, super
         source: a hand (``bones``, ``muscles``, ``skin``) or head (``skull``, ``mandible``, ``face``)
             model output, or a dict ``{"skin" | "muscle" | "bone": (vertices, faces) or a list of them}``
             of closed surfaces (mm).
-        spacing: voxel size in mm (isotropic); the grid spans the surfaces' bounding box + ``margin``.
+        spacing: voxel size in mm: one number (isotropic) or three (x, y, z, e.g. ``(0.48, 0.48, 1.0)``
+            for a clinical head CT); the affine is ``diag(spacing)`` + origin. The grid spans the
+            surfaces' bounding box + ``margin``.
         supersample: sub-samples per voxel axis for the partial-volume fractions.
         index: which sample of a batched output (required when the batch holds more than one).
         cortical_mm, skull_shell_mm, teeth_mm: see the module doc.
@@ -240,5 +263,7 @@ def phantom_labels(source: Any, spacing: float = 1.0, margin: float = 5.0, super
                                     max_bytes=max_bytes)
     stack = np.stack([frac[t.name.lower()] for t in PhantomTissue])
     labels = np.argmax(stack, axis=0).astype(np.uint8)
-    meta = {"source": "phantom", "spacing_mm": float(spacing), "supersample": int(supersample), **facts}
+    size = voxel_spacing(spacing)
+    meta = {"source": "phantom", "spacing_mm": float(size[0]) if np.all(size == size[0]) else size.tolist(),
+            "supersample": int(supersample), **facts}
     return Volume(labels, affine, "labels", meta), frac

@@ -257,6 +257,71 @@ def test_bad_input(nested):
         ct_from_labels(frac)
 
 
+ANISO = (0.48, 0.6, 1.0)  # mm per voxel axis x, y, z (a clinical head CT is 0.48 x 0.48 x 1)
+
+
+def test_anisotropic_spacing_volumes_and_affine(nested):
+    v, f = SPHERE
+    labels, frac = phantom_labels(nested, ANISO, margin=4.0)
+    lo = np.minimum((20.0 * v).min(0), (10.0 * v + 0.3).min(0)) - 4.0
+    expected = np.diag([*ANISO, 1.0])
+    expected[:3, 3] = lo
+    np.testing.assert_allclose(labels.affine, expected, rtol=0, atol=1e-12)
+    assert labels.spacing == pytest.approx(ANISO) and labels.meta["spacing_mm"] == pytest.approx(list(ANISO))
+    voxel = float(np.prod(ANISO))
+    bone = float((frac["cortical"] + frac["cancellous"]).sum(dtype=np.float64)) * voxel
+    skin = float(frac["skin"].sum(dtype=np.float64)) * voxel
+    inner, outer = mesh_volume(10.0 * v, f), mesh_volume(20.0 * v, f)
+    assert bone == pytest.approx(inner, rel=1e-3) and skin == pytest.approx(outer - inner, rel=1e-3)
+    # the grid covers the surfaces: the far corner voxel lies beyond the largest vertex + margin - one voxel
+    far = labels.world(np.array(labels.shape, dtype=np.float64) - 1.0)
+    assert np.all(far >= (20.0 * v).max(0) + 4.0 - np.array(ANISO))
+
+
+def test_anisotropic_grid_aligned_box_is_exact():
+    # samples at -2 + (0.5 i, 1 j, 2 k): faces on sample planes, each sample counted once
+    spacing = (0.5, 1.0, 2.0)
+    _, frac = phantom_labels({"skin": box(0.0, 10.0), "bone": box(2.0, 8.0)}, spacing, margin=2.0, supersample=1)
+    inside = frac["skin"] + frac["cortical"] + frac["cancellous"]
+    assert float(inside.sum(dtype=np.float64)) * np.prod(spacing) == pytest.approx(1000.0)
+    bone = float((frac["cortical"] + frac["cancellous"]).sum(dtype=np.float64)) * np.prod(spacing)
+    assert bone == pytest.approx(216.0)
+
+
+def test_anisotropic_cortical_shell_thickness():
+    v, f = SPHERE
+    _, frac = phantom_labels({"skin": (20.0 * v, f), "bone": (10.0 * v, f)}, (0.48, 0.48, 1.0), cortical_mm=1.5)
+    shell = mesh_volume(10.0 * v, f) - mesh_volume(8.5 * v, f)
+    assert float(frac["cortical"].sum(dtype=np.float64)) * 0.48 * 0.48 == pytest.approx(shell, rel=0.1)
+
+
+@pytest.mark.parametrize("make", ["ct", "mri"])
+def test_scanner_blur_uses_the_spacing_of_each_axis(make):
+    # one bright voxel: the blurred image's second moment along each axis is the PSF variance in mm^2
+    codes = np.zeros((41, 41, 21), np.uint8)
+    codes[20, 20, 10] = PhantomTissue.CORTICAL if make == "ct" else PhantomTissue.SKIN
+    spacing = (0.5, 0.5, 1.0)
+    labels = Volume(codes, np.diag([*spacing, 1.0]), "labels")
+    psf = 2.5
+    if make == "ct":
+        image = ct_from_labels(labels, psf_mm=psf, noise_hu=0.0).data.astype(np.float64) + 1000.0
+    else:
+        image = mri_from_labels(labels, psf_mm=psf, bias=0.0, noise=0.0).data.astype(np.float64)
+    sigma = psf / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    assert image.sum() > 0
+    for axis, s in enumerate(spacing):
+        profile = image.sum(axis=tuple(a for a in range(3) if a != axis))
+        mm = (np.arange(len(profile)) - codes.shape[axis] // 2) * s
+        variance = float((profile * mm ** 2).sum() / profile.sum())
+        assert variance == pytest.approx(sigma ** 2, rel=0.03)
+
+
+def test_bad_anisotropic_spacing(nested):
+    for spacing in ((1.0, 2.0), (1.0, 1.0, 0.0), (1.0, float("inf"), 1.0), "fine", [[1.0, 1.0, 1.0]]):
+        with pytest.raises(ParameterError, match="spacing"):
+            phantom_labels(nested, spacing)
+
+
 def _report() -> None:  # pragma: no cover - figures for the README: python tests/scans/test_phantom.py
     import time
 
