@@ -33,3 +33,9 @@ from .phantom_labels import PhantomTissue, phantom_labels  # noqa: E402
 from .phantom_mri import mri_from_labels  # noqa: E402
 
 __all__ += ["PhantomTissue", "ct_from_labels", "mri_from_labels", "phantom_labels"]
+
+# phantom datasets on disk (NIfTI + meshes + JSON ground truth + manifest.json): LUCY-like and MRI-Hand-like
+from .datasets_hand import make_hand_dataset  # noqa: E402
+from .datasets_head import make_head_dataset  # noqa: E402
+
+__all__ += ["make_hand_dataset", "make_head_dataset"]

@@ -34,7 +34,7 @@ from ..core.errors import ParameterError, ShapeError
 from .phantom_fill import cap_holes, fill_columns
 from .volume import Volume
 
-__all__ = ["PhantomTissue", "phantom_labels", "tissue_fractions", "voxel_spacing"]
+__all__ = ["PhantomTissue", "grid_bytes", "phantom_labels", "tissue_fractions", "voxel_spacing"]
 
 
 class PhantomTissue(IntEnum):
@@ -56,6 +56,7 @@ _SLAB_SAMPLES = 1 << 23  # sub-samples filled per slab
 
 
 Mesh = tuple[np.ndarray, np.ndarray]
+Spacing = float | Sequence[float] | np.ndarray  # mm: one number (isotropic) or per axis x, y, z
 _ROLE_OF = {"bones": "bone", "bone": "bone", "muscles": "muscle", "muscle": "muscle", "skin": "skin"}
 
 
@@ -156,7 +157,16 @@ def voxel_spacing(spacing: Any) -> np.ndarray:
     return arr
 
 
-def tissue_fractions(source: Any, *, spacing: float | Sequence[float] = 1.0, margin: float = 5.0, supersample: int = 2,
+def grid_bytes(lo: Any, hi: Any, spacing: Any) -> tuple[tuple[int, int, int], int]:
+    """Voxel grid ``(X, Y, Z)`` from the first voxel centre ``lo`` to at least ``hi`` (mm; the surfaces'
+    bounding box grown by the margin) and its estimated peak memory in bytes (compared with ``max_bytes``)."""
+    size = voxel_spacing(spacing)
+    span = np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)
+    x, y, z = (int(s) for s in np.ceil(span / size).astype(np.int64) + 1)
+    return (x, y, z), x * y * z * _BYTES_PER_VOXEL
+
+
+def tissue_fractions(source: Any, *, spacing: Spacing = 1.0, margin: float = 5.0, supersample: int = 2,
                      index: int | None = None, cortical_mm: float = 1.5, skull_shell_mm: float = 7.0,
                      teeth_mm: float = 10.0, max_bytes: int = _MAX_BYTES,
                      ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
@@ -180,8 +190,7 @@ def tissue_fractions(source: Any, *, spacing: float | Sequence[float] = 1.0, mar
     if not np.all(np.isfinite(points)):
         raise ParameterError("the surfaces have NaN or Inf vertices.")
     lo, hi = points.min(0) - margin, points.max(0) + margin
-    shape = tuple(int(s) for s in np.ceil((hi - lo) / size).astype(np.int64) + 1)
-    need = int(np.prod(shape)) * _BYTES_PER_VOXEL
+    shape, need = grid_bytes(lo, hi, size)
     if need > max_bytes:
         raise ParameterError(f"a {shape[0]}x{shape[1]}x{shape[2]} phantom at {_mm(size)} mm needs about "
                              f"{need / 2**30:.1f} GiB (limit {max_bytes / 2**30:.1f} GiB): use a coarser spacing or "
@@ -235,7 +244,7 @@ def tissue_fractions(source: Any, *, spacing: float | Sequence[float] = 1.0, mar
     return affine, frac, facts
 
 
-def phantom_labels(source: Any, spacing: float | Sequence[float] = 1.0, margin: float = 5.0, supersample: int = 2, *,
+def phantom_labels(source: Any, spacing: Spacing = 1.0, margin: float = 5.0, supersample: int = 2, *,
                    index: int | None = None, cortical_mm: float = 1.5, skull_shell_mm: float = 7.0,
                    teeth_mm: float = 10.0, max_bytes: int = _MAX_BYTES) -> tuple[Volume, dict[str, np.ndarray]]:
     """A label map of a model output and its partial-volume fractions.
