@@ -82,24 +82,35 @@ def _add_metal(hu: np.ndarray, labels: Volume, codes: np.ndarray, radius_mm: flo
     The streaks are a visual approximation, not a reconstruction: in every axial slice that cuts a
     filling, ``streak_hu * cos(8 theta) * exp(-r / 40 mm)`` around the filling's centre (alternating
     bright and dark rays, as beam hardening and photon starvation give behind dense metal).
+    Only the voxel box around each filling and the slices it cuts are visited (a 0.48 x 0.48 x 1 mm
+    head CT has ~50 M voxels).
     """
-    grid = np.indices(codes.shape, dtype=np.float64).reshape(3, -1).T
-    world = labels.world(grid).reshape(*codes.shape, 3)
     out = hu.copy()
     fillings = np.zeros(codes.shape, dtype=bool)
+    size = np.array(codes.shape)
+    reach = radius_mm * np.linalg.norm(np.linalg.inv(labels.affine[:3, :3]), axis=1)  # the sphere's voxel box
+    plane = np.stack(np.meshgrid(np.arange(size[0]), np.arange(size[1]), indexing="ij"), -1).astype(np.float64)
     for site in _metal_sites(labels, codes):
-        near = np.linalg.norm(world - site, axis=-1) <= radius_mm
-        metal = near & (codes == PhantomTissue.TEETH)
+        centre = labels.voxel(site)
+        lo = np.clip(np.floor(centre - reach).astype(np.int64), 0, size)
+        hi = np.clip(np.ceil(centre + reach).astype(np.int64) + 1, 0, size)
+        if np.any(hi <= lo):
+            continue
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        ijk = np.stack(np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij"), -1)
+        near = np.linalg.norm(labels.world(ijk.astype(np.float64)) - site, axis=-1) <= radius_mm
+        metal = near & (codes[box] == PhantomTissue.TEETH)
         if not metal.any():
             continue
-        fillings |= metal
-        slices = np.unique(np.nonzero(metal)[2])
-        dx = world[:, :, slices, 0] - site[0]
-        dy = world[:, :, slices, 1] - site[1]
-        r = np.hypot(dx, dy)
-        pattern = streak_hu * np.cos(8.0 * np.arctan2(dy, dx)) * np.exp(-r / 40.0)
-        pattern[r <= radius_mm] = 0.0
-        out[:, :, slices] += pattern.astype(out.dtype)
+        fillings[box] |= metal
+        for k in lo[2] + np.unique(np.nonzero(metal)[2]):
+            world = labels.world(np.concatenate([plane, np.full(plane.shape[:2] + (1,), float(k))], axis=-1))
+            dx = world[..., 0] - site[0]
+            dy = world[..., 1] - site[1]
+            r = np.hypot(dx, dy)
+            pattern = streak_hu * np.cos(8.0 * np.arctan2(dy, dx)) * np.exp(-r / 40.0)
+            pattern[r <= radius_mm] = 0.0
+            out[:, :, k] += pattern.astype(out.dtype)
     out[fillings] = METAL_HU
     return out
 
