@@ -190,13 +190,18 @@ class QuasiStaticResult:
     reports: tuple[QuasiStaticReport, ...]
 
 
-def _check_fixed(fixed_mask: torch.Tensor, fixed_pos: torch.Tensor, n: int, batch: int) -> torch.Tensor:
-    """``fixed_pos`` as ``(B, K, 3)`` with ``K = fixed_mask.sum()``."""
+def _check_fixed(fixed_mask: torch.Tensor, fixed_pos: torch.Tensor, n: int, batch: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask as ``(N, 3)`` (per coordinate) and ``fixed_pos`` as ``(B, N, 3)`` (rows of free nodes zero)."""
     check_tensor(fixed_mask, "fixed_mask")
-    check_shape(fixed_mask, "fixed_mask", [n])
+    if fixed_mask.dim() == 1:
+        check_shape(fixed_mask, "fixed_mask", [n])
+    else:
+        check_shape(fixed_mask, "fixed_mask", [n, 3])
     if fixed_mask.dtype != torch.bool:
-        raise ParameterError(f"fixed_mask must be a bool tensor (N,), got dtype {fixed_mask.dtype}.")
-    k = int(fixed_mask.sum())
+        raise ParameterError(f"fixed_mask must be a bool tensor (N,) or (N, 3), got dtype {fixed_mask.dtype}.")
+    per_node = fixed_mask.dim() == 1
+    k = int(fixed_mask.sum()) if per_node else n
     check_tensor(fixed_pos, "fixed_pos")
     check_floating(fixed_pos, "fixed_pos")
     check_finite(fixed_pos, "fixed_pos")
@@ -204,12 +209,15 @@ def _check_fixed(fixed_mask: torch.Tensor, fixed_pos: torch.Tensor, n: int, batc
         fixed_pos = fixed_pos.expand(batch, *fixed_pos.shape)
     if fixed_pos.dim() != 3 or fixed_pos.shape[0] != batch or fixed_pos.shape[2] != 3 \
             or fixed_pos.shape[1] not in (k, n):
-        raise ShapeError(f"fixed_pos must have shape ([B,] K, 3) with K = fixed_mask.sum() = {k}, or "
-                         f"([B,] N, 3) with N = {n} (only the fixed rows are read), B = {batch}; "
+        raise ShapeError(f"fixed_pos must have shape ([B,] N, 3) with N = {n} (only the fixed entries are read) or, "
+                         f"for a per-node fixed_mask, ([B,] K, 3) with K = fixed_mask.sum() = {k}; B = {batch}; "
                          f"got {tuple(fixed_pos.shape)}.")
-    if fixed_pos.shape[1] == n and k != n:
-        fixed_pos = fixed_pos[:, fixed_mask]
-    return fixed_pos
+    mask3 = fixed_mask[:, None].expand(n, 3) if per_node else fixed_mask
+    if fixed_pos.shape[1] != n:
+        full = torch.zeros(batch, n, 3, dtype=fixed_pos.dtype, device=fixed_pos.device)
+        full[:, fixed_mask] = fixed_pos
+        fixed_pos = full
+    return mask3, fixed_pos
 
 
 def solve_quasistatic(
@@ -241,9 +249,10 @@ def solve_quasistatic(
         rest: ``(N, 3)`` rest node positions (mm); every tet must have positive rest volume.
         tets: ``(T, 4)`` node indices.
         x0: ``(N, 3)`` or ``(B, N, 3)`` initial guess (e.g. linear blend skinning).
-        fixed_mask: ``(N,)`` bool, the Dirichlet nodes.
-        fixed_pos: ``([B,] K, 3)`` positions of the ``K`` fixed nodes in node order, or
-            ``([B,] N, 3)`` of which only the fixed rows are used.
+        fixed_mask: ``(N,)`` bool, the Dirichlet nodes, or ``(N, 3)`` per coordinate (e.g. a
+            face clamped in x only).
+        fixed_pos: ``([B,] N, 3)`` of which only the fixed entries are read, or for a per-node
+            mask ``([B,] K, 3)``, the positions of the ``K`` fixed nodes in node order.
         material: :class:`StableNeoHookean` (default ``E = 10 kPa, nu = 0.45``).
 
     Returns:
@@ -269,20 +278,19 @@ def solve_quasistatic(
     check_shape(xb, "x0", ["B", n, 3])
     if xb.shape[0] == 0:
         raise ParameterError("x0 has an empty batch; pass at least one sample.")
-    fixed = _check_fixed(fixed_mask.to(rest64.device), fixed_pos, n, xb.shape[0])
-    mask = fixed_mask.to(rest64.device)
-    free = ~mask
+    mask, fixed = _check_fixed(fixed_mask.to(rest64.device), fixed_pos, n, xb.shape[0])
     if atol is None:
         edges = rest64[data.tets[:, 1:]] - rest64[data.tets[:, :1]]
         h = float(edges.norm(dim=-1).mean())
         atol = 1e-7 * material.mu * h * h
+    free = torch.nonzero(~mask.reshape(-1)).flatten()  # free coordinates of the flattened (3N,) positions
     # Jacobi scaling of the free coordinates: x_free = y * scale
-    scale = (1.0 / (material.mu + material.lam) / data.stiffness[free].clamp_min(1e-300)).sqrt()[:, None]
+    stiff = (material.mu + material.lam) * data.stiffness.clamp_min(1e-300)
+    scale = stiff.repeat_interleave(3)[free].rsqrt()
     positions = []
     reports = []
     for b in range(xb.shape[0]):
-        x = xb[b].detach().double().clone()
-        x[mask] = fixed[b].detach().double().to(x.device)
+        x = torch.where(mask, fixed[b].detach().double().to(rest64.device), xb[b].detach().double().to(rest64.device))
         positions_b, report = _lbfgs(x, free, scale, data, material, rtol, atol, max_iter, history)
         positions.append(positions_b)
         reports.append(report)
@@ -333,22 +341,21 @@ def _lbfgs(x: torch.Tensor, free: torch.Tensor, scale: torch.Tensor, data: TetRe
     """Minimise over ``x[free]`` (others fixed) from ``x`` by L-BFGS (Nocedal & Wright 2006,
     "Numerical Optimization", algorithm 7.4 two-loop recursion, 7.5) with a backtracking Armijo
     line search; returns the positions and the report."""
-    base = x.clone()
-    free_idx = torch.nonzero(free).flatten()
+    base = x.reshape(-1).clone()
     forces = _Forces(data, material)
     evaluations = 0
 
     def energy_grad(y: torch.Tensor) -> tuple[float, torch.Tensor]:
         nonlocal evaluations
         evaluations += 1
-        e, g = forces(base.index_put((free_idx,), y * scale))
-        return float(e), g[free_idx] * scale
+        e, g = forces(base.index_put((free,), y * scale))
+        return float(e), g.reshape(-1)[free] * scale
 
-    def force(g: torch.Tensor) -> float:  # largest nodal force dE/dx over the free nodes
+    def force(g: torch.Tensor) -> float:  # largest nodal force component dE/dx over the free coordinates
         return float((g / scale).abs().max()) if g.numel() else 0.0
 
-    inv_before = int(inverted_tets(base, data))
-    y = base[free_idx] / scale
+    inv_before = int(inverted_tets(x, data))
+    y = base[free] / scale
     e0, g = energy_grad(y)
     e = e0
     force0 = force(g)
@@ -396,7 +403,7 @@ def _lbfgs(x: torch.Tensor, free: torch.Tensor, scale: torch.Tensor, data: TetRe
         converged = force(g) <= tol
         if stalled:
             break
-    out = base.index_put((free_idx,), y * scale)
+    out = base.index_put((free,), y * scale).view(-1, 3)
     report = QuasiStaticReport(iterations=iterations, evaluations=evaluations, energy_before=e0, energy_after=e,
                                grad_before=force0, grad_after=force(g), inverted_before=inv_before,
                                inverted_after=int(inverted_tets(out, data)), converged=converged)
