@@ -23,19 +23,18 @@ def _two_big(mask: np.ndarray, min_fraction: float) -> tuple[np.ndarray, np.ndar
     return lab == order[0], lab == order[1]
 
 
-def _grow(mask: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Share ``mask`` between seeds ``a`` and ``b`` by growing both one voxel a step inside it."""
+def _grow(mask: np.ndarray, a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Share ``mask`` between seeds ``a`` and ``b``: each voxel of a piece of ``mask`` that holds a seed
+    goes to the nearer seed (Euclidean distance in mm; the voxels between the opened pieces lie within
+    the opening radius of them, so this matches growing both inside the mask, at a fraction of the
+    cost of step-by-step dilations). Pieces of ``mask`` holding no seed stay out."""
     a, b = a & mask, b & mask
-    while True:
-        free = mask & ~a & ~b
-        if not free.any():
-            break
-        grow_a = ndimage.binary_dilation(a, CUBE) & free
-        grow_b = ndimage.binary_dilation(b, CUBE) & free & ~grow_a
-        if not grow_a.any() and not grow_b.any():
-            break  # voxels of other pieces, not reachable from either seed
-        a, b = a | grow_a, b | grow_b
-    return a, b
+    lab, _ = ndimage.label(mask, structure=CUBE)
+    seeded = np.unique(lab[a | b])
+    reach = np.isin(lab, seeded[seeded != 0])
+    to_a = reach & (ndimage.distance_transform_edt(~a, sampling=spacing)
+                    <= ndimage.distance_transform_edt(~b, sampling=spacing))
+    return to_a, reach & ~to_a
 
 
 def split_mandible(
@@ -46,8 +45,8 @@ def split_mandible(
     Openings of growing radius (1 voxel a step, up to ``max_radius_mm``) are tried until the opened
     mask falls into two pieces each holding at least ``min_fraction`` of the opened voxels (radius 0:
     the mask is already in two such pieces). The piece whose centroid is lower (world z, inferior) is
-    the mandible; every voxel of the original mask is then given to the piece that reaches it first
-    when both grow inside the mask, so the thin joint (teeth, condyles) is shared at its middle.
+    the mandible; every voxel of the original mask is then given to the nearer piece, so the thin
+    joint (teeth, condyles) is shared at its middle.
 
     Returns ``(skull, mandible, radius_mm)``; with no split found, ``(mask, empty, nan)``.
     """
@@ -71,7 +70,7 @@ def split_mandible(
             break
     if found is None:
         return mask, np.zeros_like(mask), float("nan")
-    a, b = _grow(crop, *found)
+    a, b = _grow(crop, *found, bone.spacing)
     za, zb = (bone.world(np.asarray(ndimage.center_of_mass(p), dtype=np.float64) + lo)[2] for p in (a, b))
     skull_c, jaw_c = (a, b) if za > zb else (b, a)
     skull = np.zeros_like(mask)

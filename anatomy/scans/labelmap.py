@@ -1,5 +1,10 @@
 """Tissue label maps: the :class:`Tissue` codes, the :class:`Segmentation` result, and label maps
-made elsewhere (:func:`from_labels`, :func:`from_phantom`)."""
+made elsewhere (:func:`from_labels`, :func:`from_phantom`).
+
+Phantom label maps (:class:`~anatomy.scans.PhantomTissue`) carry finer codes than a segmentation:
+:data:`PHANTOM_TO_TISSUE` folds skin/fat and muscle into ``SKIN`` (soft tissue inside the body) and
+cortical bone, cancellous bone and teeth into ``BONE``; a phantom does not tell the mandible from
+the skull, so :func:`from_phantom` can split it like a CT (``split_jaw``, by the template head by default)."""
 
 from __future__ import annotations
 
@@ -10,10 +15,13 @@ from enum import IntEnum
 import numpy as np
 
 from ..core.errors import ParameterError
+from .jaw_template import separate_jaw
 from .morphology import voxel_mm3
+from .phantom_labels import PhantomTissue
 from .volume import Volume
 
-__all__ = ["Segmentation", "Tissue", "check_grey", "from_labels", "labels_like", "labels_volume", "tissue_volumes"]
+__all__ = ["PHANTOM_TO_TISSUE", "Segmentation", "Tissue", "check_grey", "from_labels", "from_phantom", "labels_like",
+           "labels_volume", "tissue_volumes"]
 
 
 
@@ -115,3 +123,38 @@ def from_labels(
     return Segmentation(
         labels_volume(label_volume, out), {}, tissue_volumes(out, voxel_mm3(label_volume)), ["from a label map"]
     )
+
+
+def _phantom_map() -> dict[int, Tissue]:
+    soft = (PhantomTissue.SKIN, PhantomTissue.MUSCLE)
+    bone = (PhantomTissue.CORTICAL, PhantomTissue.CANCELLOUS, PhantomTissue.TEETH)
+    return {**{int(c): Tissue.SKIN for c in soft}, **{int(c): Tissue.BONE for c in bone}}
+
+
+#: phantom label code -> segmentation tissue (air stays air)
+PHANTOM_TO_TISSUE: dict[int, Tissue] = _phantom_map()
+
+
+def from_phantom(label_volume: Volume, *, split_jaw: bool = False, jaw_method: str = "template") -> Segmentation:
+    """A :class:`Segmentation` of a phantom label map (:func:`~anatomy.scans.phantom_labels`) through
+    :data:`PHANTOM_TO_TISSUE`; with ``split_jaw`` the bone is split into skull and mandible as for a CT
+    (``jaw_method``, see :func:`~anatomy.scans.segment_ct`; an estimate: the phantom's meshes are the truth)."""
+    if not isinstance(label_volume, Volume):
+        raise ParameterError(f"from_phantom needs a Volume; got {type(label_volume).__name__}.")
+    codes = {int(v) for v in np.unique(label_volume.data)}
+    unknown = sorted(codes - set(PHANTOM_TO_TISSUE) - {int(PhantomTissue.AIR)})
+    if unknown:
+        raise ParameterError(
+            f"from_phantom: label values {unknown} are not phantom codes "
+            f"({ {t.name.lower(): int(t) for t in PhantomTissue} }); use from_labels(volume, mapping) for other maps."
+        )
+    seg = from_labels(label_volume, dict(PHANTOM_TO_TISSUE))
+    if not split_jaw or not seg.mask("bone").any():
+        return seg
+    _, jaw, note = separate_jaw(seg.mask_volume("bone"), jaw_method)
+    if not jaw.any():
+        return Segmentation(seg.labels, {}, seg.volumes_mm3, [*seg.notes, note])
+    out = seg.labels.data.copy()
+    out[jaw] = Tissue.MANDIBLE
+    notes = [*seg.notes, note]
+    return Segmentation(labels_volume(label_volume, out), {}, tissue_volumes(out, voxel_mm3(label_volume)), notes)

@@ -23,7 +23,8 @@ bone saturates at 255): no fixed HU anywhere.
    of the skull's voxels AND its centroid lies anterior to the skull's centroid: that keeps a jaw
    that is already apart (open mouth) and drops the cervical spine (under and behind the skull's
    centroid), the hyoid and specks. A spine fused to the skull in the threshold stays with it.
-4. Optional :func:`split_mandible` on the skull piece.
+4. Optional jaw split of the skull piece: a template head aligned to the bone (default) or openings
+   (:func:`split_mandible`).
 
 MRI (:func:`segment_mri`): body only, by Otsu + closing + largest piece + hole filling.
 A label map made elsewhere enters through :func:`from_labels`.
@@ -36,6 +37,7 @@ from scipy import ndimage
 
 from ..core.errors import ParameterError
 from .jaw_split import split_mandible
+from .jaw_template import separate_jaw
 from .labelmap import Segmentation, Tissue, check_grey, from_labels, labels_like, labels_volume, tissue_volumes
 from .morphology import CROSS, CUBE, components, fill_holes, largest, radius_voxels, superior_axis, upsample, voxel_mm3
 from .thresholds import histogram_thresholds, windowed_floor
@@ -130,6 +132,7 @@ def segment_ct(
     min_bone_fraction: float = 0.05,
     min_bone_mm3: float = 1000.0,
     split_jaw: bool = False,
+    jaw_method: str = "template",
     max_split_mm: float = 6.0,
 ) -> Segmentation:
     """Skin (body) and bone labels of a head CT, in HU or windowed 8-bit (see the module text).
@@ -142,8 +145,11 @@ def segment_ct(
         min_bone_mm3: the skull piece must hold at least this volume (else: "no bone found").
         min_bone_fraction: a bone piece apart from the skull is kept (as mandible) only with at least this
             fraction of the skull's voxels and a centroid anterior to the skull's.
-        split_jaw: also split a mandible joined to the skull (:func:`split_mandible`).
-        max_split_mm: the largest opening radius that split tries.
+        split_jaw: also split a mandible joined to the skull.
+        jaw_method: ``"template"`` (the default head aligned to the bone,
+            :func:`~anatomy.scans.jaw_template.split_mandible_by_template`; for head CTs) or ``"opening"``
+            (:func:`split_mandible`: openings until the bone falls apart; needs a visible gap).
+        max_split_mm: the largest opening radius that the ``"opening"`` split tries.
 
     Raises:
         ParameterError: no tissue or no bone above the thresholds (the message gives them), bad options.
@@ -198,12 +204,10 @@ def segment_ct(
     labels = np.zeros(data.shape, dtype=np.uint8)
     labels[body] = Tissue.SKIN
     if split_jaw and not jaw.any():
-        skull_part, mandible, radius = split_mandible(labels_like(volume, skull), max_radius_mm=max_split_mm)
+        skull_part, mandible, note = separate_jaw(labels_like(volume, skull), jaw_method, max_split_mm=max_split_mm)
+        notes.append(note)
         if mandible.any():
-            notes.append(f"jaw: split from the skull by an opening of {radius:g} mm")
             skull, jaw = skull_part, mandible
-        else:
-            notes.append(f"jaw: no split found up to {max_split_mm:g} mm; the mandible stays in BONE")
     labels[skull] = Tissue.BONE
     labels[jaw] = Tissue.MANDIBLE
     return Segmentation(labels_volume(volume, labels), thresholds, tissue_volumes(labels, voxel_mm3(volume)), notes)

@@ -29,6 +29,55 @@ def _shade(normals: np.ndarray, base: str, alpha: float) -> np.ndarray:
     return np.concatenate([rgb, np.full((len(rgb), 1), alpha)], 1)
 
 
+def pyplot(purpose: str) -> Any:
+    """``matplotlib.pyplot`` on the off-screen Agg backend (the ``vis`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise missing_dependency("matplotlib", "vis", purpose) from exc
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Save and close ``fig`` as a PNG at ``path``, atomically."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def draw_meshes(ax: Any, meshes: Sequence[tuple[str, np.ndarray, np.ndarray]], see_through: set[str],
+                radius: float) -> None:
+    """Flat-shaded triangle meshes ``(name, vertices, faces)`` on a 3D axis, centred, ``radius`` mm half-width."""
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    all_pts = []
+    for i, (name, verts, faces) in enumerate(meshes):
+        tri = verts[faces]
+        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+        colour = _COLOURS.get(name, _FALLBACK[i % len(_FALLBACK)])
+        alpha = 0.25 if name in see_through else 1.0
+        ax.add_collection3d(Poly3DCollection(tri, facecolors=_shade(normals, colour, alpha), linewidths=0))
+        all_pts.append(verts)
+    pts = np.concatenate(all_pts)
+    centre = (pts.max(0) + pts.min(0)) / 2
+    for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
+        setter(c - radius, c + radius)
+    ax.set_box_aspect((1, 1, 1))
+
+
 def render_output(
     output: Any,
     path: str | Path,
@@ -44,14 +93,7 @@ def render_output(
     ``translucent`` names the tissues drawn see-through (default: the last tissue).
     The file is written atomically; returns its path.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from mpl_toolkits.mplot3d.art3d import Poly3DCollection
-    except ImportError as exc:
-        raise missing_dependency("matplotlib", "vis", "render_output()") from exc
+    plt = pyplot("render_output()")
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ParameterError(f"path must end in .png, got {str(path)!r}.")
@@ -63,31 +105,11 @@ def render_output(
     radius = float((every.max(0) - every.min(0)).max()) / 2  # one scale for all panels
     for col, b in enumerate(samples):
         ax = fig.add_subplot(1, len(samples), col + 1, projection="3d")
-        all_pts = []
-        for i, name in enumerate(names):
-            verts = output.tissue(name)[b].detach().cpu().double().numpy()
-            faces = output.faces(name).cpu().numpy()
-            tri = verts[faces]
-            normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-            normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
-            colour = _COLOURS.get(name, _FALLBACK[i % len(_FALLBACK)])
-            alpha = 0.25 if name in see_through else 1.0
-            coll = Poly3DCollection(tri, facecolors=_shade(normals, colour, alpha), linewidths=0)
-            ax.add_collection3d(coll)
-            all_pts.append(verts)
-        pts = np.concatenate(all_pts)
-        centre = (pts.max(0) + pts.min(0)) / 2
-        for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
-            setter(c - radius, c + radius)
-        ax.set_box_aspect((1, 1, 1))
+        meshes = [(name, output.tissue(name)[b].detach().cpu().double().numpy(), output.faces(name).cpu().numpy())
+                  for name in names]
+        draw_meshes(ax, meshes, see_through, radius)
         ax.view_init(*view)
         ax.set_axis_off()
         if titles is not None and col < len(titles):
             ax.set_title(titles[col])
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
