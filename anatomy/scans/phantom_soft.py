@@ -103,11 +103,12 @@ def _move_rigid(follow: _BoneFollow, transforms: torch.Tensor) -> torch.Tensor:
     return (t[:, :, :3] @ follow.rest[:, :, None])[:, :, 0] + t[:, :, 3]
 
 
-def _move_on_surface(follow: _SurfaceFollow, surface_nodes: torch.Tensor) -> torch.Tensor:
-    """Positions ``(K, 3)`` of nodes attached to a deformed surface ``surface_nodes (M, 3)``."""
+def _move_on_surface(follow: _SurfaceFollow, surface_nodes: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Positions ``(K, 3)`` of nodes attached to a deformed surface ``surface_nodes (M, 3)`` (offsets
+    times ``scale``, the global scale of the output)."""
     tri = surface_nodes[follow.face]
     closest = (follow.bary[:, :, None] * tri).sum(1)
-    return closest + (follow.local[:, None, :] @ _frame(tri))[:, 0]
+    return closest + scale * (follow.local[:, None, :] @ _frame(tri))[:, 0]
 
 
 def _boundary_nodes(tets: torch.Tensor, n: int) -> torch.Tensor:
@@ -267,12 +268,14 @@ def settle_soft_tissue_report(
             raise ParameterError(f"the posed bones of sample {b} are {err:.3g} mm away from the rest bones moved by "
                                  f"output.transforms; pass the shape the output was made with (shape=...).")
         lbs = {name: output.tissue(name)[b].detach().double().cpu() for name in ("muscles", "skin")}
-        m_new, m_rep = _solve_tissue(s.rest_muscles, output.tets("muscles"), lbs["muscles"],
+        # a global scale (forward(..., scale=...)) is part of the transforms: the rest state scales with it
+        k = float(torch.linalg.det(transforms[:, :, :3]).mean()) ** (1.0 / 3.0)
+        m_new, m_rep = _solve_tissue(k * s.rest_muscles, output.tets("muscles"), lbs["muscles"],
                                      [(s.muscle_bone, _move_rigid(s.muscle_bone, transforms))], [],
                                      muscle, release, rtol, max_iter)
-        s_new, s_rep = _solve_tissue(s.rest_skin, output.tets("skin"), lbs["skin"],
+        s_new, s_rep = _solve_tissue(k * s.rest_skin, output.tets("skin"), lbs["skin"],
                                      [(s.skin_bone, _move_rigid(s.skin_bone, transforms))],
-                                     [(s.skin_muscle, _move_on_surface(s.skin_muscle, m_new))],
+                                     [(s.skin_muscle, _move_on_surface(s.skin_muscle, m_new, k))],
                                      skin, release, rtol, max_iter)
         for name, new in (("muscles", m_new), ("skin", s_new)):
             verts[b, lay[name].start:lay[name].stop] = new.to(verts)
