@@ -8,7 +8,7 @@ either follow the bones by the layer's skinning (``soft_tissue="skinning"``) or 
 quasi-static elastic equilibrium around the posed bones (``"elastic"``,
 :func:`anatomy.scans.phantom_soft.settle_soft_tissue`; the default when that module is present).
 
-Per pose: label map (``labels.nii.gz``), MRI (``mri.nii.gz``, float32, fat = 1), the meshes
+Per pose: label map (``labels.nii.gz``), MRI (``mri.nii.gz``, uint16, fat = :data:`MRI_SCALE`), the meshes
 ``bones.ply`` (the 20 bones), ``muscles.ply``, ``skin.ply`` (world mm, the frame of the volumes),
 ``joints.json`` (25 joints and the 21 common hand keypoints) and ``params.json``.
 """
@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..core.errors import ParameterError
@@ -28,9 +29,10 @@ from .datasets import DatasetReport, DatasetWriter, Progress, check_count, float
 from .phantom_labels import phantom_labels
 from .phantom_mri import RELAXATION, mri_from_labels, t1_intensities
 
-__all__ = ["SOFT_TISSUE", "default_soft_tissue", "make_hand_dataset"]
+__all__ = ["MRI_SCALE", "SOFT_TISSUE", "default_soft_tissue", "make_hand_dataset"]
 
 SOFT_TISSUE = ("elastic", "skinning")
+MRI_SCALE = 1000.0  # stored MRI = signal (fat = 1) x MRI_SCALE, rounded to uint16 (like a scanner's magnitude)
 
 
 def default_soft_tissue() -> str:
@@ -50,6 +52,7 @@ def _soft_tissue(name: str | None) -> str:
 
 def make_hand_dataset(out: str | os.PathLike[str], subjects: int, *, poses: int = 50,
                       spacing: float | Sequence[float] = 0.5, seed: int = 0, soft_tissue: str | None = None,
+                      shape_sd: float = 1.0,
                       collision_free: bool = False, bias: float = 0.2, noise: float = 0.02, psf_mm: float = 0.0,
                       supersample: int = 2, margin: float = 5.0, model: Any = None, max_bytes: int | None = None,
                       progress: Progress | None = None) -> DatasetReport:
@@ -60,7 +63,10 @@ def make_hand_dataset(out: str | os.PathLike[str], subjects: int, *, poses: int 
         subjects, poses: counts (pose 0 of every subject is the flat rest pose).
         spacing: voxel size in mm, a number or ``(x, y, z)``.
         seed: the dataset seed; the same seed gives identical files.
-        soft_tissue: ``"elastic"``, ``"skinning"`` or ``None`` (:func:`default_soft_tissue`).
+        soft_tissue: ``"elastic"``, ``"skinning"`` or ``None`` (:func:`default_soft_tissue`). Every
+            subject's rest pose is settled before the first file is written (a shape the solve
+            refuses raises at once).
+        shape_sd: shape coefficients are ``N(0, shape_sd**2)`` (0: every subject has the mean shape).
         collision_free: push the bones of each sampled pose apart (:meth:`~anatomy.Nimble.separate_bones`;
             about 15 s per pose on one core). Without it neighbouring fingers may cross.
         bias, noise, psf_mm: of :func:`~anatomy.scans.mri_from_labels`.
@@ -79,6 +85,8 @@ def make_hand_dataset(out: str | os.PathLike[str], subjects: int, *, poses: int 
     n = check_count("subjects", subjects)
     k = check_count("poses", poses, 1, 10_000)
     soft = _soft_tissue(soft_tissue)
+    if not np.isfinite(shape_sd) or shape_sd < 0:
+        raise ParameterError(f"shape_sd must be >= 0; got {shape_sd}.")
     writer = DatasetWriter(out, spacing, margin, max_bytes, progress)
     hand = Nimble() if model is None else model
     if not isinstance(hand, Nimble) or not hand.has_joint_limits:
@@ -89,28 +97,41 @@ def make_hand_dataset(out: str | os.PathLike[str], subjects: int, *, poses: int 
 
         settle = settle_soft_tissue
     plans = []
-    for s in range(n):  # every pose's skinned hand first: the memory check comes before any file
+    for s in range(n):  # every subject's hands first: the checks come before any file is written
         gen, _ = sample_seeds(seed, s)
-        shape = torch.randn(1, hand.space_sizes["shape"], generator=gen, dtype=torch.float64).to(hand.template.dtype)
+        shape = shape_sd * torch.randn(1, hand.space_sizes["shape"], generator=gen, dtype=torch.float64)
+        shape = shape.to(hand.template.dtype)
         pose = torch.zeros(k, 20, 3, dtype=hand.template.dtype)
         if k > 1:
             pose[1:] = hand.sample_pose(k - 1, generator=gen, collision_free=collision_free)
         with torch.no_grad():
             outputs = hand(pose, shape)
         writer.check_memory([outputs], slack_mm=2.0)  # all poses' bounding box, + 2 mm for the elastic solve
-        plans.append((shape, pose))
-    for s, (shape, pose) in enumerate(plans):
+        rest = None
+        if settle is not None:  # the solve refuses a shape whose rest tets are inverted: find out now
+            try:
+                with torch.no_grad():
+                    rest = settle(hand, hand(pose[:1], shape), shape=shape)
+            except ParameterError as exc:
+                raise ParameterError(f"sub-{s:03d}: soft_tissue='elastic' cannot settle this hand shape ({exc}); use "
+                                     f"soft_tissue='skinning' or a smaller shape_sd (nothing was written).") from exc
+        plans.append((shape, pose, rest))
+    for s, (shape, pose, rest) in enumerate(plans):
         subject = f"sub-{s:03d}"
         for i in range(k):
             t0 = time.perf_counter()
             _, rng = sample_seeds(seed, s, i + 1)
-            with torch.no_grad():
-                output = hand(pose[i:i + 1], shape)
-            if settle is not None:
-                output = settle(hand, output, shape=shape)
+            if i == 0 and rest is not None:
+                output = rest
+            else:
+                with torch.no_grad():
+                    output = hand(pose[i:i + 1], shape)
+                if settle is not None:
+                    output = settle(hand, output, shape=shape)
             labels, frac = phantom_labels(output, writer.spacing, margin, supersample, max_bytes=writer.max_bytes)
             mri = mri_from_labels(labels, frac, bias=bias, noise=noise, psf_mm=psf_mm, generator=rng)
             del frac
+            mri = mri.with_data(np.clip(np.rint(mri.data * MRI_SCALE), 0, 65535).astype(np.uint16))
             folder = writer.folder(subject, f"ses-pose{i:02d}")
             params = {"pose": pose[i:i + 1], "shape": shape}
             files = {"mri": writer.volume(folder, "mri", mri), "labels": writer.volume(folder, "labels", labels),
@@ -118,7 +139,7 @@ def make_hand_dataset(out: str | os.PathLike[str], subjects: int, *, poses: int 
             joints = output.joints[0].double().numpy()
             keys = output.keypoints[0].double().numpy()
             files["joints"] = writer.json(folder / "joints.json", {
-                "units": "mm", "frame": "world RAS+ (the volumes' frame)",
+                "units": "mm", "frame": "the hand model's frame, which the volumes share",
                 "joints": {name: joints[j].tolist() for j, name in enumerate(output.joint_names)},
                 "keypoints": {name: keys[j].tolist() for j, name in enumerate(hand.keypoint_names)}})
             files["params"] = writer.json(folder / "params.json", {
@@ -132,10 +153,11 @@ def make_hand_dataset(out: str | os.PathLike[str], subjects: int, *, poses: int 
         "name": "mri_hand_like", "description": "MRI-Hand-like T1 hand MRI phantoms in many poses",
         "version": "1", "generator": f"anatomy {__version__} anatomy.scans.datasets_hand.make_hand_dataset",
         "seed": int(seed), "num_subjects": n, "poses_per_subject": k, "modality": "mri",
-        "units": {"length": "mm", "angle": "rad (axis-angle)", "mri": "T1 signal, fat = 1 (float32)"},
+        "units": {"length": "mm", "angle": "rad (axis-angle)",
+                  "mri": f"T1 signal x {MRI_SCALE:g} (fat = {MRI_SCALE:g}), uint16"},
         "model": {"kind": "hand", "name": hand.data_meta.get("name")},
-        "soft_tissue": soft, "collision_free": bool(collision_free),
-        "modality_facts": {"t1_intensity": {t.name: v for t, v in level.items()},
+        "soft_tissue": soft, "collision_free": bool(collision_free), "shape_sd": float(shape_sd),
+        "modality_facts": {"t1_intensity": {t.name: v for t, v in level.items()}, "mri_scale": MRI_SCALE,
                            "relaxation_pd_t1ms_t2ms": {t.name: list(v) for t, v in RELAXATION.items()},
                            "tr_ms": 500.0, "te_ms": 15.0, "field_T": 1.5, "bias": bias, "noise": noise,
                            "psf_fwhm_mm": psf_mm, "supersample": supersample},

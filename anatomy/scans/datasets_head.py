@@ -126,9 +126,10 @@ def make_head_dataset(out: str | os.PathLike[str], subjects: int, *,
         params["trait"] = (noise - delta).to(head.template.dtype)
         result = simulate_surgery(params, moves, head)
         writer.check_memory([result.pre, result.post])
-        plans.append((params, moves, metal, result))
-    for s, (params, moves, metal, result) in enumerate(plans):
+        plans.append((params, moves, metal))  # the heads are made again below: no meshes held for all subjects
+    for s, (params, moves, metal) in enumerate(plans):
         subject = f"sub-{s:03d}"
+        result = simulate_surgery(params, moves, head)
         for k, (session, output) in enumerate((("pre", result.pre), ("post", result.post))):
             t0 = time.perf_counter()
             _, rng = sample_seeds(seed, s, k + 1)
@@ -144,7 +145,7 @@ def make_head_dataset(out: str | os.PathLike[str], subjects: int, *,
             files = {"ct": writer.volume(folder, "ct", ct), "labels": writer.volume(folder, "labels", labels),
                      **writer.meshes(folder, output, output.tissue_names)}
             files["landmarks"] = writer.json(folder / "landmarks.json", {
-                "units": "mm", "frame": "world RAS+ (the volumes' frame)",
+                "units": "mm", "frame": "the head model's frame (RAS+), which the volumes share",
                 "landmarks": {name: marks[i].tolist() for i, name in enumerate(output.landmark_names)},
                 "groups": {k: list(v) for k, v in output.landmark_groups.items()}})
             files["params"] = writer.json(folder / "params.json", {
