@@ -39,3 +39,8 @@ from .datasets_hand import make_hand_dataset  # noqa: E402
 from .datasets_head import make_head_dataset  # noqa: E402
 
 __all__ += ["make_hand_dataset", "make_head_dataset"]
+
+# soft tissue following the bones: quasi-static elastic muscles and skin volume of the hand
+from .phantom_soft import settle_soft_tissue  # noqa: E402
+
+__all__ += ["settle_soft_tissue"]
