@@ -13,8 +13,11 @@ follows the rigid bones:
    kept in that triangle's frame). The outer skin, the Steiner points and the rest of the inner
    boundary are free.
 
+Attached nodes whose prescribed positions would invert one of their tets (two bones meeting in a
+flexion crease, a muscle sliding past a bone) are released (left free) so the solve can undo it.
 The LBS positions are the initial guess. Classification (which node follows what) is done on the
-rest pose of ``shape``; pass the shape the output was made with.
+rest pose of ``shape``; pass the shape the output was made with. A global ``scale`` of the output
+(it is part of ``output.transforms``) scales the rest state.
 """
 
 from __future__ import annotations
@@ -171,8 +174,9 @@ def _setup(rest: ModelOutput, bone_joint: torch.Tensor, attach_mm: float, inner_
 
 def _check_hand(model: torch.nn.Module, output: ModelOutput) -> torch.Tensor:
     """The bone -> joint map of a hand layer; errors for other models or outputs without the tissues."""
-    bone_joint = getattr(model, "_bone_joints", None)
-    if not isinstance(bone_joint, torch.Tensor):
+    bones, joints = getattr(model, "bone_names", None), getattr(model, "joint_names", None)
+    if not isinstance(bones, tuple | list) or not isinstance(joints, tuple | list) \
+            or not all(b in joints for b in bones):
         raise ParameterError(f"settle_soft_tissue needs a hand layer (anatomy.Nimble), got {type(model).__name__}.")
     names = output.tissue_names
     for need in ("bones", "muscles", "skin"):
@@ -181,7 +185,7 @@ def _check_hand(model: torch.nn.Module, output: ModelOutput) -> torch.Tensor:
     if output.tets("muscles") is None or output.tets("skin") is None:
         raise ParameterError("settle_soft_tissue needs tetrahedral 'muscles' and 'skin' tissues "
                              "(the default hand has them; the official NIMBLE surfaces do not).")
-    return bone_joint.detach().cpu().long()
+    return torch.tensor([list(joints).index(b) for b in bones])  # each bone moves with its joint's transform
 
 
 def settle_soft_tissue(
