@@ -56,14 +56,50 @@ __all__ = [
 
 
 
+def _small_grid(volume: Volume) -> tuple[tuple[int, int, int], float]:
+    """Steps of a grid of about 1.5 mm (every n-th voxel) and its finest spacing in mm."""
+    sx, sy, sz = (max(1, int(round(1.5 / s))) for s in volume.spacing)
+    return (sx, sy, sz), min(s * k for s, k in zip(volume.spacing, (sx, sy, sz)))
+
+
+def _body_box(volume: Volume, tissue: np.ndarray, open_mm: float, close_mm: float) -> tuple[slice, ...]:
+    """Bounding box (voxel slices) of the body's piece on the 1.5 mm grid: the tissue piece that holds
+    the largest opened piece, once the other opened pieces are taken away; with a margin of two coarse
+    voxels and the closing radius. Everything after runs inside it (a head fills about half of a
+    512 x 512 x 300 field of view)."""
+    steps, small_mm = _small_grid(volume)
+    small = tissue[:: steps[0], :: steps[1], :: steps[2]]
+    r_open = max(int(round(open_mm / small_mm)), 0)
+    opened = ndimage.binary_opening(small, CROSS, iterations=r_open) if r_open else small
+    lab, counts = components(opened, CROSS)
+    if counts.max() == 0:
+        raise ParameterError(
+            f"segment_ct: no body left after an opening of {open_mm} mm; lower open_mm or check the skin threshold."
+        )
+    core = lab == int(np.argmax(counts))
+    others = ndimage.binary_dilation(~core & (lab != 0), CROSS, iterations=max(r_open, 1)) & ~core
+    pieces, _ = components(small & ~others, CROSS)
+    keep = np.unique(pieces[core])
+    found = np.argwhere(np.isin(pieces, keep[keep != 0]) | core)
+    margin = 2 + radius_voxels(volume, close_mm)
+    lo = [max(int(found[:, k].min()) * steps[k] - margin * steps[k], 0) for k in range(3)]
+    hi = [min((int(found[:, k].max()) + 1) * steps[k] + margin * steps[k], tissue.shape[k]) for k in range(3)]
+    return tuple(slice(a, b) for a, b in zip(lo, hi))
+
+
+def _crop(volume: Volume, box: tuple[slice, ...]) -> Volume:
+    """``volume`` cut to ``box``, with the affine moved so that world positions stay the same."""
+    affine = volume.affine.copy()
+    affine[:3, 3] = volume.world(np.array([float(b.start) for b in box]))
+    return Volume(np.asarray(volume.data)[box], affine, volume.modality, dict(volume.meta))
+
+
 def _body_mask(volume: Volume, tissue: np.ndarray, open_mm: float, close_mm: float) -> tuple[np.ndarray, list[str]]:
     """Body mask (module text, step 2). The opening and the choice of the body's piece run on a grid of
     about 1.5 mm (every n-th voxel) to stay fast on 512 x 512 x 300 scans; the mask itself stays full-size."""
     notes: list[str] = []
-    sx, sy, sz = (max(1, int(round(1.5 / s))) for s in volume.spacing)
-    steps = (sx, sy, sz)
-    small = tissue[::sx, ::sy, ::sz]
-    small_mm = min(s * k for s, k in zip(volume.spacing, steps))
+    steps, small_mm = _small_grid(volume)
+    small = tissue[:: steps[0], :: steps[1], :: steps[2]]
     r_open = max(int(round(open_mm / small_mm)), 0)
     opened = ndimage.binary_opening(small, CROSS, iterations=r_open) if r_open else small
     lab, counts = components(opened, CROSS)
@@ -185,6 +221,10 @@ def segment_ct(
         raise ParameterError(
             f"segment_ct: no voxel above the skin threshold {skin_threshold:g} (thresholds found: {thresholds})."
         )
+    full = volume
+    box = _body_box(volume, tissue, open_mm, close_mm)
+    volume, tissue = _crop(volume, box), tissue[box]
+    data = volume.data
     body, notes = _body_mask(volume, tissue, open_mm, close_mm)
     bone = (data > bone_threshold) & body
     if not bone.any():
@@ -210,7 +250,9 @@ def segment_ct(
             skull, jaw = skull_part, mandible
     labels[skull] = Tissue.BONE
     labels[jaw] = Tissue.MANDIBLE
-    return Segmentation(labels_volume(volume, labels), thresholds, tissue_volumes(labels, voxel_mm3(volume)), notes)
+    whole = np.zeros(full.shape, dtype=np.uint8)
+    whole[box] = labels
+    return Segmentation(labels_volume(full, whole), thresholds, tissue_volumes(labels, voxel_mm3(full)), notes)
 
 
 def segment_mri(volume: Volume, *, threshold: float | None = None, close_mm: float = 3.0) -> Segmentation:

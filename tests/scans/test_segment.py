@@ -245,3 +245,20 @@ def test_from_labels_maps_codes() -> None:
         from_labels(Volume(lab.astype(np.float32), aff), {})
     with pytest.raises(ParameterError, match="unknown tissue"):
         seg.mask("brain")
+
+
+def test_ct_keeps_a_thin_flap_beyond_the_opened_body() -> None:
+    """An ear-like plate (2 mm thick, 15 mm out) vanishes in the opening that finds the body, and lies
+    outside the opened body's box; the segmentation, which runs inside the body's box, keeps it."""
+    vol, truth = synthetic_ct(shape=(110, 80, 70))
+    g, _ = _grid(vol.shape, 1.0)
+    x, y, z = g
+    flap = (x > 25) & (x < 45) & (np.abs(y) < 1.0) & (np.abs(z) < 8)
+    data = np.asarray(vol.data).copy()
+    data[flap & ~truth["body"]] = 40.0
+    seg = segment_ct(Volume(data, vol.affine, "ct"))
+    outside = flap & ~truth["body"] & (x < 44)  # the last voxel touches the box edge only through noise
+    assert seg.mask("body")[outside].mean() > 0.95
+    assert not seg.mask("body")[truth["table"]].any()
+    assert seg.labels.shape == vol.shape
+    np.testing.assert_array_equal(seg.labels.affine, vol.affine)
