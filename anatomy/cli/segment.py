@@ -64,7 +64,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
             meshes = {name: (s.vertices, s.faces) for name, s in surfaces.items()}
             shown = seg.labels if mapping is not None else volume
-            picture = render_slices(shown, seg.labels, folder / "segmentation.png", surfaces=meshes).name
+            picture = render_slices(shown, seg.labels, folder / "segmentation.png", surfaces=meshes,
+                                    planes=("sagittal", "coronal", "axial"), plain=True).name
             files.append(picture)
         except OptionalDependencyError as exc:
             seg.notes.append(f"picture skipped: {exc}")
