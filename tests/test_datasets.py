@@ -206,7 +206,8 @@ def test_bad_library_input_writes_nothing(tmp_path: Path):
     out = tmp_path / "out"
     for kwargs in ({"subjects": 0}, {"subjects": 1.5}, {"subjects": 1, "poses": 0}, {"subjects": 1, "spacing": -1.0},
                    {"subjects": 1, "spacing": (1.0, 1.0)}, {"subjects": 1, "soft_tissue": "rigid"},
-                   {"subjects": 1, "max_bytes": 1 << 20}):
+                   {"subjects": 1, "max_bytes": 1 << 20}, {"subjects": 1, "seed": -1}, {"subjects": 1, "noise": -0.1},
+                   {"subjects": 1, "shape_sd": float("nan")}, {"subjects": 1, "supersample": 0}):
         with pytest.raises(ParameterError):
             make_hand_dataset(out, **kwargs)
         assert not out.exists()
@@ -214,8 +215,9 @@ def test_bad_library_input_writes_nothing(tmp_path: Path):
         make_head_dataset(out, 1, plan=[(("le_fort_3",), 1.0, 1.0, 2.0)])
     with pytest.raises(ParameterError, match="plan"):
         make_head_dataset(out, 1, plan=[(("mandibular_advancement",), 1.0, 1.0, 20.0)])
-    with pytest.raises(ParameterError, match="metal_fraction"):
-        make_head_dataset(out, 1, metal_fraction=2.0)
+    for bad in ({"metal_fraction": 2.0}, {"psf_mm": -1.0}, {"noise_hu": float("inf")}):
+        with pytest.raises(ParameterError, match=next(iter(bad))):
+            make_head_dataset(out, 1, **bad)
     assert not out.exists()
     out.mkdir()
     (out / "keep.txt").write_text("x")

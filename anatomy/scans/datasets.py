@@ -28,7 +28,8 @@ from .nifti import write_nifti
 from .phantom_labels import PhantomTissue, grid_bytes, voxel_spacing
 from .volume import Volume
 
-__all__ = ["FORMAT_VERSION", "DatasetReport", "DatasetWriter", "check_count", "memory_limit", "sample_seeds"]
+__all__ = ["FORMAT_VERSION", "DatasetReport", "DatasetWriter", "check_count", "check_nonnegative", "memory_limit",
+           "sample_seeds"]
 
 FORMAT_VERSION = "1.0"  # of manifest.json; a new field is a minor change, a renamed/removed one a major
 PathLike = str | os.PathLike[str]
@@ -51,6 +52,14 @@ def check_count(name: str, value: Any, minimum: int = 1, maximum: int = 100_000)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
         raise ParameterError(f"{name} must be a whole number in {minimum}..{maximum}; got {value!r}.")
     return int(value)
+
+
+def check_nonnegative(**values: float) -> None:
+    """Each keyword's value a finite number >= 0, or a :class:`ParameterError` naming it."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+                np.isfinite(value) and value >= 0):
+            raise ParameterError(f"{name} must be a finite number >= 0; got {value!r}.")
 
 
 def memory_limit(max_bytes: int | None) -> int:
@@ -93,6 +102,10 @@ def label_codes() -> dict[str, int]:
 
 def _vertices(output: Any) -> np.ndarray:
     return output.vertices[0].detach().cpu().double().numpy()
+
+
+def check_supersample(value: Any) -> int:
+    return check_count("supersample", value, 1, 8)
 
 
 class DatasetWriter:

@@ -25,7 +25,16 @@ import numpy as np
 import torch
 
 from ..core.errors import ParameterError
-from .datasets import DatasetReport, DatasetWriter, Progress, check_count, float_lists, sample_seeds
+from .datasets import (
+    DatasetReport,
+    DatasetWriter,
+    Progress,
+    check_count,
+    check_nonnegative,
+    check_supersample,
+    float_lists,
+    sample_seeds,
+)
 from .phantom_labels import phantom_labels
 from .phantom_mri import RELAXATION, mri_from_labels, t1_intensities
 
@@ -84,9 +93,10 @@ def make_hand_dataset(out: str | os.PathLike[str], subjects: int, *, poses: int 
 
     n = check_count("subjects", subjects)
     k = check_count("poses", poses, 1, 10_000)
+    seed = check_count("seed", seed, 0, 2**32 - 1)
+    check_supersample(supersample)
+    check_nonnegative(shape_sd=shape_sd, bias=bias, noise=noise, psf_mm=psf_mm)
     soft = _soft_tissue(soft_tissue)
-    if not np.isfinite(shape_sd) or shape_sd < 0:
-        raise ParameterError(f"shape_sd must be >= 0; got {shape_sd}.")
     writer = DatasetWriter(out, spacing, margin, max_bytes, progress)
     hand = Nimble() if model is None else model
     if not isinstance(hand, Nimble) or not hand.has_joint_limits:

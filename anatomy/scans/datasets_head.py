@@ -26,7 +26,16 @@ import numpy as np
 import torch
 
 from ..core.errors import ParameterError
-from .datasets import DatasetReport, DatasetWriter, Progress, check_count, float_lists, sample_seeds
+from .datasets import (
+    DatasetReport,
+    DatasetWriter,
+    Progress,
+    check_count,
+    check_nonnegative,
+    check_supersample,
+    float_lists,
+    sample_seeds,
+)
 from .phantom_ct import HU, METAL_HU, ct_from_labels
 from .phantom_labels import phantom_labels
 
@@ -104,7 +113,10 @@ def make_head_dataset(out: str | os.PathLike[str], subjects: int, *,
     from ..models.sculptor import Sculptor
 
     n = check_count("subjects", subjects)
-    if not np.isfinite(metal_fraction) or not 0.0 <= metal_fraction <= 1.0:
+    seed = check_count("seed", seed, 0, 2**32 - 1)
+    check_supersample(supersample)
+    check_nonnegative(psf_mm=psf_mm, noise_hu=noise_hu, metal_fraction=metal_fraction)
+    if not metal_fraction <= 1.0:
         raise ParameterError(f"metal_fraction must be in [0, 1]; got {metal_fraction}.")
     writer = DatasetWriter(out, spacing, margin, max_bytes, progress)
     head = Sculptor(dtype=torch.float64) if model is None else model
@@ -162,7 +174,7 @@ def make_head_dataset(out: str | os.PathLike[str], subjects: int, *,
         "seed": int(seed), "num_subjects": n, "sessions": ["pre", "post"], "modality": "ct",
         "units": {"length": "mm", "angle": "rad (axis-angle)", "ct": "HU (int16)"},
         "model": {"kind": "head", "name": head.data_meta.get("name"), "trait_mm_per_unit": trait_mm},
-        "surgery_plan": [[list(names), p, lo, hi] for names, p, lo, hi in plan],
+        "surgery_plan": [[list(group), p, lo, hi] for group, p, lo, hi in plan],
         "modality_facts": {"hu": {t.name: v for t, v in HU.items()}, "metal_hu": METAL_HU, "psf_fwhm_mm": psf_mm,
                            "noise_hu": noise_hu, "metal_fraction": metal_fraction, "supersample": supersample},
     })
