@@ -242,7 +242,7 @@ def solve_quasistatic(
     meshes with very different tet sizes converge in far fewer iterations.
     Stops when the largest free nodal force is at most ``max(rtol * its value at x0, atol)``
     (``atol`` defaults to ``1e-7 mu h^2`` with ``h`` the mean rest edge length: a residual stress of
-    ``1e-7 mu``) or after
+    ``1e-7 mu``), when the line search finds no further decrease (float64 noise floor), or after
     ``max_iter`` iterations. Samples of a batch are solved one after the other.
 
     Args:
@@ -278,7 +278,7 @@ def solve_quasistatic(
     check_shape(xb, "x0", ["B", n, 3])
     if xb.shape[0] == 0:
         raise ParameterError("x0 has an empty batch; pass at least one sample.")
-    mask, fixed = _check_fixed(fixed_mask.to(rest64.device), fixed_pos, n, xb.shape[0])
+    mask, fixed = _check_fixed(check_tensor(fixed_mask, "fixed_mask").to(rest64.device), fixed_pos, n, xb.shape[0])
     if atol is None:
         edges = rest64[data.tets[:, 1:]] - rest64[data.tets[:, :1]]
         h = float(edges.norm(dim=-1).mean())
