@@ -100,8 +100,6 @@ def label_codes() -> dict[str, int]:
     return {t.name: int(t) for t in PhantomTissue}
 
 
-def _vertices(output: Any) -> np.ndarray:
-    return output.vertices[0].detach().cpu().double().numpy()
 
 
 def check_supersample(value: Any) -> int:
@@ -130,13 +128,13 @@ class DatasetWriter:
         self.started = time.perf_counter()
 
     def check_memory(self, outputs: Sequence[Any], slack_mm: float = 0.0) -> int:
-        """Estimated peak bytes of the largest phantom of ``outputs`` (their bounding boxes grown by
+        """Estimated peak bytes of the largest phantom of ``outputs`` (each sample's bounding box grown by
         ``slack_mm`` for the variation between samples); raises before anything is written."""
         need = 0
-        for output in outputs:
-            pts = _vertices(output)
-            grow = slack_mm + self.margin
-            shape, nbytes = grid_bytes(pts.min(0) - grow, pts.max(0) + grow, self.spacing)
+        grow = slack_mm + self.margin
+        boxes = [(v.amin(0), v.amax(0)) for output in outputs for v in output.vertices.detach().cpu().double()]
+        for lo, hi in boxes:  # every sample of every (batched) output
+            shape, nbytes = grid_bytes(lo.numpy() - grow, hi.numpy() + grow, self.spacing)
             need = max(need, nbytes)
             if nbytes > self.max_bytes:
                 raise ParameterError(
