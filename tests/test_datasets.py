@@ -229,12 +229,12 @@ def test_bad_library_input_writes_nothing(tmp_path: Path):
 def test_cli_phantom_writes_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     out = tmp_path / "cli"
     argv = ["phantom", "hand", "--subjects", "1", "--poses", "1", "--spacing", "4", "--soft-tissue", "skinning",
-            "--out", str(out)]
+            "--shape-sd", "0.5", "--out", str(out)]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("sub-000 pose00:") and lines[1].startswith("wrote 1 samples")
     doc = manifest(out)
-    assert doc["spacing_mm"] == [4.0, 4.0, 4.0] and doc["soft_tissue"] == "skinning"
+    assert doc["spacing_mm"] == [4.0, 4.0, 4.0] and doc["soft_tissue"] == "skinning" and doc["shape_sd"] == 0.5
     head = tmp_path / "head"
     assert main(["phantom", "head", "--subjects", "1", "--spacing", "4", "5", "6", "--seed", "2", "--out",
                  str(head)]) == 0
@@ -254,6 +254,8 @@ def test_cli_phantom_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
         ["phantom", "hand", "--subjects", "1", "--spacing", "-1", "--out", str(new)],
         ["phantom", "head", "--subjects", "1", "--poses", "3", "--out", str(new)],
         ["phantom", "head", "--subjects", "1", "--soft-tissue", "skinning", "--out", str(new)],
+        ["phantom", "head", "--subjects", "1", "--shape-sd", "0", "--out", str(new)],
+        ["phantom", "hand", "--subjects", "1", "--shape-sd", "-1", "--out", str(new)],
     ]
     for argv in cases:
         capsys.readouterr()

@@ -24,7 +24,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     spacing = _spacing(args.spacing, args.kind)
     if args.kind == "head":
         for flag, value in (("--poses", args.poses), ("--soft-tissue", args.soft_tissue),
-                            ("--collision-free", args.collision_free or None)):
+                            ("--collision-free", args.collision_free or None), ("--shape-sd", args.shape_sd)):
             if value is not None:
                 raise ParameterError(f"{flag} is for 'anatomy phantom hand'; a head subject has the sessions pre "
                                      f"and post.")
@@ -32,6 +32,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     else:
         report = make_hand_dataset(args.out, args.subjects, poses=50 if args.poses is None else args.poses,
                                    spacing=spacing, seed=args.seed, soft_tissue=args.soft_tissue,
+                                   shape_sd=1.0 if args.shape_sd is None else args.shape_sd,
                                    collision_free=args.collision_free, progress=print)
     print(f"wrote {report.num_samples} samples of {args.subjects} subject(s), {report.bytes / 2**20:.1f} MiB in "
           f"{report.seconds:.1f} s; manifest {report.manifest}")
@@ -54,5 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--soft-tissue", choices=SOFT_TISSUE, default=None,
                    help="hand: muscles and skin by an elastic solve around the bones or by skinning (default: "
                         "elastic where available)")
+    p.add_argument("--shape-sd", type=float, default=None,
+                   help="hand: SD of the shape coefficients (default 1; 0 = every subject the mean hand)")
     p.add_argument("--collision-free", action="store_true", help="hand: push the bones of each pose apart (slow)")
     p.set_defaults(func=cmd_phantom)
