@@ -59,6 +59,17 @@ class Similarity:
         return Similarity(rotation=rt, translation=t, scale=inv_s)
 
 
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The broadcast of two shapes, or None (``torch.broadcast_shapes`` imports sympy on first use: 1-2 s)."""
+    n = max(len(a), len(b))
+    out = []
+    for x, y in zip((1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b):
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
 def procrustes(
     source: torch.Tensor,
     target: torch.Tensor,
@@ -106,13 +117,12 @@ def procrustes(
             f"procrustes needs at least 3 corresponding points, got N={n} (source shape "
             f"{tuple(source.shape)}); a rotation is not determined by fewer."
         )
-    try:
-        batch = torch.broadcast_shapes(source.shape[:-2], target.shape[:-2])
-    except RuntimeError as exc:
+    batch = _broadcast(tuple(source.shape[:-2]), tuple(target.shape[:-2]))
+    if batch is None:
         raise ShapeError(
             f"the batch dims of source {tuple(source.shape)} and target {tuple(target.shape)} "
             f"do not broadcast; make them equal."
-        ) from exc
+        )
     if weights is None:
         w = source.new_full((*batch, n), 1.0 / n)
     else:

@@ -5,7 +5,8 @@ In a closed-mouth CT the teeth meet over a broad area and the condyles sit in th
 openings (:func:`~anatomy.scans.split_mandible`) often find no split, or cut off a piece of the
 jaw. Here, instead:
 
-1. The outer surface of the bone (boundary voxels of the mask with its cavities filled) is sampled.
+1. The outer surface of the bone (boundary voxels of the mask with its cavities filled, on a grid of
+   about 1 mm) is sampled.
 2. The template's skull + mandible vertices are aligned to it by trimmed ICP with a uniform scale
    (Besl & McKay 1992 for ICP; the worst ``1 - trim`` of the pairs are left out each step, Chetverikov
    et al. 2002, "The trimmed iterative closest point algorithm"), starting from the centroids, in the
@@ -63,7 +64,7 @@ def _icp(source: np.ndarray, target: cKDTree, target_pts: np.ndarray, iterations
         step = float(np.abs(new - moved).max())
         moved = new
         rms = float(np.sqrt(np.mean(dist[keep] ** 2)))
-        if step < 1e-3:
+        if step < 1e-2:  # mm
             break
     return moved, rms, size
 
@@ -89,9 +90,11 @@ def split_mandible_by_template(
     mask = np.asarray(bone.data != 0)
     if mask.sum() < 100:
         raise ShapeError(f"split_mandible_by_template: the bone mask holds {int(mask.sum())} voxels; need a skull.")
-    solid = fill_enclosed(mask)
+    # the outer surface on a grid of about 1 mm (every n-th voxel) is plenty to align a template
+    step = tuple(max(1, int(round(1.0 / s))) for s in bone.spacing)
+    solid = fill_enclosed(mask[:: step[0], :: step[1], :: step[2]])
     shell = solid & ~ndimage.binary_erosion(solid, CUBE)
-    ijk = np.argwhere(shell)
+    ijk = np.argwhere(shell) * np.array(step)
     if len(ijk) > _MAX_SURFACE_POINTS:
         ijk = ijk[np.linspace(0, len(ijk) - 1, _MAX_SURFACE_POINTS).astype(np.int64)]
     surface = bone.world(ijk.astype(np.float64))
@@ -110,11 +113,15 @@ def split_mandible_by_template(
         jaw_t, jaw_rms, _ = _icp(jaw_t, cKDTree(near), near, iterations, trim, scale=False)
     voxels = np.argwhere(mask)
     points = bone.world(voxels.astype(np.float64))
-    d_skull, _ = cKDTree(skull_t).query(points)
-    d_jaw, _ = cKDTree(jaw_t).query(points)
-    to_jaw = np.zeros_like(mask)
-    to_jaw[tuple(voxels[d_jaw < d_skull].T)] = True
-    mandible = largest(to_jaw, CUBE)
+    d_skull, _ = cKDTree(skull_t).query(points, workers=-1)
+    d_jaw, _ = cKDTree(jaw_t).query(points, workers=-1)
+    near_jaw = voxels[d_jaw < d_skull]
+    mandible = np.zeros_like(mask)
+    if len(near_jaw):  # its largest piece, found inside its bounding box
+        lo, hi = near_jaw.min(axis=0), near_jaw.max(axis=0) + 1
+        to_jaw = np.zeros(tuple(hi - lo), dtype=bool)
+        to_jaw[tuple((near_jaw - lo).T)] = True
+        mandible[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = largest(to_jaw, CUBE)
     return mask & ~mandible, mandible, {"scale": scale, "rms_mm": rms, "mandible_rms_mm": jaw_rms}
 
 
