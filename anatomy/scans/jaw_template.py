@@ -59,8 +59,8 @@ def _icp(source: np.ndarray, target: cKDTree, target_pts: np.ndarray, iterations
         dist, idx = target.query(moved)
         keep = dist <= np.quantile(dist, trim)
         fit = procrustes(torch.from_numpy(source[keep]), torch.from_numpy(target_pts[idx[keep]]), scale=scale)
-        new = fit.apply(torch.from_numpy(source)).numpy()
         size = float(fit.scale)
+        new = size * source @ fit.rotation.numpy().T + fit.translation.numpy()
         step = float(np.abs(new - moved).max())
         moved = new
         rms = float(np.sqrt(np.mean(dist[keep] ** 2)))
@@ -70,7 +70,7 @@ def _icp(source: np.ndarray, target: cKDTree, target_pts: np.ndarray, iterations
 
 
 def split_mandible_by_template(
-    bone: Volume, head: Any = None, *, iterations: int = 60, trim: float = 0.8
+    bone: Volume, head: Any = None, *, iterations: int = 80, trim: float = 0.8
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Split a bone mask into skull and mandible with a template head (see the module text).
 
