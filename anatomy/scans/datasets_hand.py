@@ -118,7 +118,7 @@ def make_hand_dataset(out: str | os.PathLike[str], subjects: int, *, poses: int 
             outputs = hand(pose, shape)
         writer.check_memory([outputs], slack_mm=2.0)  # all poses' bounding box, + 2 mm for the elastic solve
         rest = None
-        if settle is not None:  # the solve refuses a shape whose rest tets are inverted: find out now
+        if settle is not None:  # settled first: a hand the solve refuses stops the run before any file
             try:
                 with torch.no_grad():
                     rest = settle(hand, hand(pose[:1], shape), shape=shape)

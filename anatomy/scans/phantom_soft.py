@@ -16,7 +16,11 @@ follows the rigid bones:
 Attached nodes whose prescribed positions would invert one of their tets (two bones meeting in a
 flexion crease, a muscle sliding past a bone) are released (left free) so the solve can undo it.
 The LBS positions are the initial guess. Classification (which node follows what) is done on the
-rest pose of ``shape``; pass the shape the output was made with. A global ``scale`` of the output
+rest pose of ``shape``; pass the shape the output was made with. A shape whose blend shapes invert
+some rest tets (a few of the 82k, where a thin tet's sides move apart) first gets a valid rest state:
+muscles and skin volume relaxed against the mean-shape rest with their boundary held where the shape
+puts it (:func:`_repair_rest`; a node moves up to about 3 mm); the rare tets still inverted then are
+left out of the energy. The rest pose of such a shape returns that repaired state. A global ``scale`` of the output
 (it is part of ``output.transforms``) scales the rest state.
 """
 
@@ -134,6 +138,7 @@ class _Setup:
     rest_bones: torch.Tensor
     rest_muscles: torch.Tensor
     rest_skin: torch.Tensor
+    tets: dict[str, torch.Tensor]  # per tissue, the tets in the energy (all but any left inverted by _repair_rest)
 
 
 def _setup(rest: ModelOutput, bone_joint: torch.Tensor, attach_mm: float, inner_mm: float) -> _Setup:
@@ -169,7 +174,52 @@ def _setup(rest: ModelOutput, bone_joint: torch.Tensor, attach_mm: float, inner_
     local = (_frame(muscles[face]) @ offset[:, :, None])[:, :, 0]
     skin_muscle = _SurfaceFollow(nodes=inner[to_muscle], rest=skin[inner[to_muscle]], face=face,
                                  bary=cm.barycentric.detach()[to_muscle], local=local)
-    return _Setup(muscle_bone, skin_bone, skin_muscle, bones, muscles, skin)
+    return _Setup(muscle_bone, skin_bone, skin_muscle, bones, muscles, skin,
+                  {"muscles": _tets(rest, "muscles"), "skin": skin_tets.cpu()})
+
+
+def _repair_rest(reference: torch.Tensor, nodes: torch.Tensor, tets: torch.Tensor, material: StableNeoHookean,
+                 rounds: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """A shaped rest state without inverted tets: ``nodes`` (the shape's blend-shape positions) relaxed
+    against the mean-shape ``reference``, boundary nodes held where the shape puts them except those
+    of inverted tets and, each further round, of the tets next to the ones still inverted. Returns the
+    nodes and the tets with positive volume (the rare ones still inverted are left out of the energy)."""
+    fixed = _release(_boundary_nodes(tets, nodes.shape[0]), nodes, nodes, tets)
+    x = nodes
+    for _ in range(rounds):
+        x = solve_quasistatic(reference, tets, x, fixed, nodes, material=material, rtol=1e-3, max_iter=2000).positions
+        bad = tet_volumes(x, tets) <= 0
+        if not bool(bad.any()):
+            break
+        touched = torch.zeros(nodes.shape[0], dtype=torch.bool)
+        touched[tets[bad].flatten()] = True
+        fixed[tets[touched[tets].any(1)].flatten()] = False
+    return x, tets[tet_volumes(x, tets) > 0]
+
+
+def _tets(output: ModelOutput, name: str) -> torch.Tensor:
+    tets = output.tets(name)
+    assert tets is not None  # _check_hand
+    return tets.cpu()
+
+
+def _shaped_rest(model: torch.nn.Module, rest: ModelOutput, muscle: StableNeoHookean, skin: StableNeoHookean
+                 ) -> tuple[ModelOutput, dict[str, torch.Tensor]]:
+    """``rest`` (batch 1) and its tets per tissue; when the shape inverts rest tets (blend shapes move the
+    two sides of a thin tet apart), muscles and skin volume relaxed by :func:`_repair_rest`."""
+    tets = {name: _tets(rest, name) for name in ("muscles", "skin")}
+    nodes = {name: rest.tissue(name)[0].detach().double().cpu() for name in tets}
+    if not any(bool((tet_volumes(nodes[n], tets[n]) <= 0).any()) for n in tets):
+        return rest, tets
+    with torch.no_grad():
+        mean = model.forward(None, None)
+    lay = {t.name: t for t in rest.layout}
+    verts = rest.vertices.detach().clone()
+    for name, material in (("muscles", muscle), ("skin", skin)):
+        reference = mean.tissue(name)[0].detach().double().cpu()
+        fixed_nodes, tets[name] = _repair_rest(reference, nodes[name], tets[name], material)
+        verts[0, lay[name].start:lay[name].stop] = fixed_nodes.to(verts)
+    return replace(rest, vertices=verts), tets
 
 
 def _check_hand(model: torch.nn.Module, output: ModelOutput) -> torch.Tensor:
@@ -263,7 +313,8 @@ def settle_soft_tissue_report(
     for b in range(output.batch_size):
         r = 0 if rest.batch_size == 1 else b
         if r not in setups:
-            setups[r] = _setup(_sample(rest, r), bone_joint, attach_mm, inner_mm)
+            shaped, tets = _shaped_rest(model, _sample(rest, r), muscle, skin)
+            setups[r] = replace(_setup(shaped, bone_joint, attach_mm, inner_mm), tets=tets)
         s = setups[r]
         transforms = output.transforms[b].detach().double().cpu()
         moved = _move_rigid(_BoneFollow(nodes=bone_ids, rest=s.rest_bones, joint=bone_joint_of_vertex), transforms)
@@ -274,10 +325,10 @@ def settle_soft_tissue_report(
         lbs = {name: output.tissue(name)[b].detach().double().cpu() for name in ("muscles", "skin")}
         # a global scale (forward(..., scale=...)) is part of the transforms: the rest state scales with it
         k = float(torch.linalg.det(transforms[:, :, :3]).mean()) ** (1.0 / 3.0)
-        m_new, m_rep = _solve_tissue(k * s.rest_muscles, output.tets("muscles"), lbs["muscles"],
+        m_new, m_rep = _solve_tissue(k * s.rest_muscles, s.tets["muscles"], lbs["muscles"],
                                      [(s.muscle_bone, _move_rigid(s.muscle_bone, transforms))], [],
                                      muscle, release, rtol, max_iter)
-        s_new, s_rep = _solve_tissue(k * s.rest_skin, output.tets("skin"), lbs["skin"],
+        s_new, s_rep = _solve_tissue(k * s.rest_skin, s.tets["skin"], lbs["skin"],
                                      [(s.skin_bone, _move_rigid(s.skin_bone, transforms))],
                                      [(s.skin_muscle, _move_on_surface(s.skin_muscle, m_new, k))],
                                      skin, release, rtol, max_iter)
@@ -287,13 +338,11 @@ def settle_soft_tissue_report(
     return replace(output, vertices=verts), SoftTissueReport(samples=tuple(samples))
 
 
-def _solve_tissue(rest: torch.Tensor, tets: torch.Tensor | None, x0: torch.Tensor,
+def _solve_tissue(rest: torch.Tensor, tets: torch.Tensor, x0: torch.Tensor,
                   to_bone: list[tuple[_Follow, torch.Tensor]], to_muscle: list[tuple[_Follow, torch.Tensor]],
                   material: StableNeoHookean, release: bool, rtol: float, max_iter: int
                   ) -> tuple[torch.Tensor, TissueSolve]:
     """Equilibrium of one tissue with the attached nodes at the given positions."""
-    assert tets is not None  # _check_hand
-    tets = tets.cpu()
     mask = torch.zeros(rest.shape[0], dtype=torch.bool)
     fixed = torch.zeros_like(rest)
     for follow, pos in to_bone + to_muscle:
