@@ -72,9 +72,9 @@ class Segmentation:
 
 
 def tissue_volumes(labels: np.ndarray, voxel_mm3: float) -> dict[str, float]:
-    counts = np.bincount(labels.ravel(), minlength=max(Tissue) + 1)
-    out = {t.name.lower(): float(counts[t]) * voxel_mm3 for t in Tissue if t != Tissue.AIR and counts[t]}
-    out["body"] = float(counts[1:].sum()) * voxel_mm3
+    counts = {t: int(np.count_nonzero(labels == t)) for t in Tissue if t != Tissue.AIR}
+    out = {t.name.lower(): float(n) * voxel_mm3 for t, n in counts.items() if n}
+    out["body"] = float(np.count_nonzero(labels)) * voxel_mm3
     return out
 
 
