@@ -68,8 +68,10 @@ def fill_enclosed(mask: np.ndarray, axis: int | None = None) -> np.ndarray:
 
 
 def fill_holes(mask: np.ndarray, axis: int) -> np.ndarray:
-    """Fill holes in 3D, then slice by slice across ``axis`` (airways open to the outside)."""
-    return fill_enclosed(fill_enclosed(mask), axis)
+    """Fill holes slice by slice across ``axis``: that also fills every hole enclosed in 3D (each of its
+    slices is enclosed in its plane, else a path to the outside would exist), and airways open to the
+    outside above and below."""
+    return fill_enclosed(mask, axis)
 
 
 def upsample(small: np.ndarray, steps: tuple[int, int, int], shape: tuple[int, ...]) -> np.ndarray:
