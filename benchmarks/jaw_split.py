@@ -34,7 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     head = anatomy.Sculptor()
     gen = torch.Generator().manual_seed(3)
-    print(f"{'head':>6} {'jaw deg':>8} {'template Dice':>14} {'rms mm':>7} {'scale':>6} {'s':>5} {'openings Dice':>14} {'s':>5}")
+    columns = ("head", "jaw deg", "template Dice", "rms mm", "scale", "s", "openings Dice", "s")
+    print(" ".join(f"{c:>{w}}" for c, w in zip(columns, (6, 8, 14, 7, 6, 5, 14, 5))))
     for case in range(args.heads + 1):
         kwargs = head.sample(1, generator=gen) if case else {}
         with torch.no_grad():
@@ -55,7 +56,7 @@ def main() -> None:
         t1 = time.perf_counter()
         _, jaw_open, _ = split_mandible(bone)
         t2 = time.perf_counter()
-        angle = float(np.degrees(kwargs["jaw_pose"].norm())) if case else 0.0
+        angle = float(np.degrees(float(kwargs["jaw_pose"].norm()))) if case else 0.0
         name = "mean" if case == 0 else f"#{case}"
         print(f"{name:>6} {angle:8.1f} {dice(jaw, truth):14.4f} {facts['rms_mm']:7.2f} {facts['scale']:6.3f} "
               f"{t1 - t0:5.1f} {dice(jaw_open, truth):14.4f} {t2 - t1:5.1f}")
