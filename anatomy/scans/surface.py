@@ -134,10 +134,11 @@ def extract_surface(
         padded = fill_enclosed(padded)
     padded = padded.astype(np.float32)
     verts = faces = None
-    if target_vertices is not None:
+    if target_vertices is not None and 2.0 * max(volume.spacing) <= _COARSE_MM:
         # when that alone still gives more vertices than asked for, marching cubes on 2x2x2 block means
         # (the mask's partial volume at twice the spacing, so the level-0.5 surface stays unbiased): a
-        # quarter of the triangles to make and to decimate
+        # quarter of the triangles to make and to decimate. Only for fine scans: on a coarser grid the
+        # steps of the voxel surface show through the smoothing as terraces.
         verts, faces, _normals, _values = measure.marching_cubes(_block_mean(padded), level=0.5,
                                                                  allow_degenerate=False)
         verts = verts * 2.0 - 1.5  # block i holds padded voxels 2i - 2 and 2i - 1 (see _block_mean)
@@ -161,6 +162,9 @@ def extract_surface(
         world = taubin_smooth(world, faces, iterations=smooth_iterations)
     code = int(label) if isinstance(label, (int, np.integer)) else None
     return Surface(world, faces, _tissue_name(label, tissue), code)
+
+
+_COARSE_MM = 1.6  # block means only when they are this fine (0.8 mm voxels or finer)
 
 
 def _block_mean(mask: np.ndarray) -> np.ndarray:
