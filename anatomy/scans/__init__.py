@@ -1,4 +1,4 @@
-"""anatomy.scans: CT/MRI volumes in, label maps out.
+"""anatomy.scans: CT/MRI volumes in, tissues and surfaces out, and phantoms with known answers.
 
 * :class:`Volume`: a voxel array ``(X, Y, Z)`` with its 4x4 voxel -> world affine (mm, RAS+),
   modality and reader facts.
@@ -6,6 +6,11 @@
   (with SimpleITK) NRRD/MHA; or the readers themselves :func:`read_nifti`, :func:`read_dicom`,
   :func:`read_slices`, :func:`read_sitk`.
 * :func:`write_nifti`: atomic NIfTI writer for images and label maps.
+* :func:`segment_scan` / :func:`segment_ct` / :func:`segment_mri` / :func:`from_labels` /
+  :func:`from_phantom`: tissue labels; :func:`tissue_surfaces` / :func:`extract_surface`: surfaces.
+* :func:`phantom_labels`, :func:`ct_from_labels`, :func:`mri_from_labels`: phantoms of model outputs;
+  :func:`settle_soft_tissue`: elastic soft tissue of a posed hand; :func:`make_head_dataset`,
+  :func:`make_hand_dataset`: LUCY-like and MRI-Hand-like datasets on disk.
 
 nibabel, pydicom, Pillow and SimpleITK are optional (pip extra ``scans``) and imported only by
 the reader that needs them.
@@ -26,6 +31,13 @@ from .surface import Surface, extract_surface  # noqa: E402
 
 __all__ += ["Segmentation", "Surface", "Tissue", "extract_surface", "from_labels", "segment_ct", "segment_mri"]
 __all__ += ["split_mandible"]
+
+# the jaw split by a template head, phantom label codes, and scan -> tissues -> surfaces in one call
+from .jaw_template import split_mandible_by_template  # noqa: E402
+from .labelmap import PHANTOM_TO_TISSUE, from_phantom  # noqa: E402
+from .tissues import segment_scan, tissue_surfaces  # noqa: E402
+
+__all__ += ["PHANTOM_TO_TISSUE", "from_phantom", "segment_scan", "split_mandible_by_template", "tissue_surfaces"]
 
 # phantoms: label maps with partial volume from model outputs, CT and MRI volumes from them
 from .phantom_ct import ct_from_labels  # noqa: E402

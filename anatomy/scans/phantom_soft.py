@@ -27,7 +27,7 @@ left out of the energy. The rest pose of such a shape returns that repaired stat
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -238,19 +238,7 @@ def _check_hand(model: torch.nn.Module, output: ModelOutput) -> torch.Tensor:
     return torch.tensor([list(joints).index(b) for b in bones])  # each bone moves with its joint's transform
 
 
-def settle_soft_tissue(
-    model: torch.nn.Module,
-    output: Output,
-    *,
-    shape: torch.Tensor | None = None,
-    attach_mm: float = 1.5,
-    inner_mm: float = 1.0,
-    muscle: StableNeoHookean = MUSCLE,
-    skin: StableNeoHookean = SKIN,
-    release: bool = True,
-    rtol: float = 1e-2,
-    max_iter: int = 1500,
-) -> Output:
+def settle_soft_tissue(model: torch.nn.Module, output: Output, **options: Any) -> Output:
     """``output`` of a hand layer with its ``muscles`` and ``skin`` nodes moved to elastic equilibrium.
 
     Muscle nodes within ``attach_mm`` (mm) of a bone at rest follow that bone rigidly; the muscles
@@ -263,7 +251,7 @@ def settle_soft_tissue(
     free nodal force fell to ``rtol`` times its value at the LBS guess, or after ``max_iter``
     L-BFGS iterations.
 
-    Args:
+    Args (the keyword ``options`` are those of :func:`settle_soft_tissue_report`):
         model: the hand layer that made ``output`` (``anatomy.Nimble()``: tetrahedral muscles and skin).
         output: its forward output ``(B, ...)`` (any pose; samples are solved one after the other).
         shape: the shape coefficients ``output`` was made with (``None`` = mean shape); the rest
@@ -275,8 +263,7 @@ def settle_soft_tissue(
         gradient). The rest pose is a fixed point. :func:`settle_soft_tissue_report` also returns
         what each solve did.
     """
-    return settle_soft_tissue_report(model, output, shape=shape, attach_mm=attach_mm, inner_mm=inner_mm,
-                                     muscle=muscle, skin=skin, release=release, rtol=rtol, max_iter=max_iter)[0]
+    return settle_soft_tissue_report(model, output, **options)[0]
 
 
 def settle_soft_tissue_report(
