@@ -1,0 +1,10 @@
+"""anatomy.learning: model spaces learned from meshes in correspondence (registrations or phantoms).
+
+* :func:`align_meshes` (generalised Procrustes), :func:`fit_linear_space` (PCA with the model files'
+  N(0, 1) coefficient convention), :func:`shape_space`, :func:`trait_space` (paired pre/post changes);
+  :class:`LinearSpace` holds a mean and a scaled basis.
+"""
+
+from .shape_space import LinearSpace, align_meshes, fit_linear_space, shape_space, trait_space
+
+__all__ = ["LinearSpace", "align_meshes", "fit_linear_space", "shape_space", "trait_space"]
