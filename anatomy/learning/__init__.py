@@ -2,9 +2,13 @@
 
 * :func:`align_meshes` (generalised Procrustes), :func:`fit_linear_space` (PCA with the model files'
   N(0, 1) coefficient convention), :func:`shape_space`, :func:`trait_space` (paired pre/post changes);
-  :class:`LinearSpace` holds a mean and a scaled basis.
+  :class:`LinearSpace` holds a mean and a scaled basis. A pose PCA is :func:`fit_linear_space` of
+  axis-angle poses ``(N, J, 3)``.
+* :func:`with_learned_spaces`: a base model file's rig with a learned template and spaces, ready for
+  :func:`anatomy.io.save_model`.
 """
 
+from .model_file import with_learned_spaces
 from .shape_space import LinearSpace, align_meshes, fit_linear_space, shape_space, trait_space
 
-__all__ = ["LinearSpace", "align_meshes", "fit_linear_space", "shape_space", "trait_space"]
+__all__ = ["LinearSpace", "align_meshes", "fit_linear_space", "shape_space", "trait_space", "with_learned_spaces"]

@@ -149,3 +149,33 @@ def test_bad_input() -> None:
         trait_space(x, x[:3])
     with pytest.raises(ParameterError, match="weights"):
         align_meshes(x, weights=torch.zeros(5))
+
+
+def test_a_learned_shape_space_becomes_a_model_file_the_layer_loads(head: anatomy.Sculptor, tmp_path) -> None:
+    from anatomy.io import load_model, save_model
+    from anatomy.learning import with_learned_spaces
+    from anatomy.models.sculptor import default_head_path
+
+    k = head.space_sizes["shape"]
+    meshes = _random_rigid(_heads(head, 80, 7), 8)  # "registrations" in random scanner frames
+    space = shape_space(meshes, components=k)
+    base = load_model(default_head_path())
+    data = with_learned_spaces(base, {"shape": space}, provenance={"scans": "80 phantom heads, seed 7"})
+    path = tmp_path / "learned_head"
+    save_model(data, path)
+    learned = anatomy.Sculptor(path, dtype=torch.float64)
+    assert learned.space_sizes["shape"] == k
+    assert load_model(path).meta["provenance"]["learned"]["scans"] == "80 phantom heads, seed 7"
+    # the learned template sits in the base's frame (within the mean shape's difference from it)
+    with torch.no_grad():
+        rest = learned().vertices[0]
+        base_rest = head().vertices[0]
+    assert float((rest - base_rest).norm(dim=-1).mean()) < 1.0
+    # a held-out head in the model frame is reproduced by the learned layer from its coefficients
+    target = _heads(head, 1, 9)
+    aligned = procrustes(target[0], rest).apply(target[0])
+    coeffs = space.coefficients(align_meshes(torch.cat([space.mean[None], _random_rigid(target, 10)]))[0][1:])
+    with torch.no_grad():
+        out = learned(shape=coeffs).vertices[0]
+    fit = procrustes(out, aligned)
+    assert float((fit.apply(out) - aligned).norm(dim=-1).mean()) < 0.1

@@ -1,0 +1,69 @@
+"""Learned spaces into a model file: a base model's rig (tissues, joints, skinning, landmarks) with a new
+template and new linear spaces, and a record of how they were learned."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..core.alignment import procrustes
+from ..core.errors import ParameterError, ShapeError
+from ..io.model_data import ModelData
+from .shape_space import LinearSpace
+
+__all__ = ["with_learned_spaces"]
+
+
+def with_learned_spaces(
+    base: ModelData,
+    spaces: Mapping[str, LinearSpace],
+    *,
+    template_from: str | None = "shape",
+    provenance: Mapping[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> ModelData:
+    """A copy of ``base`` whose spaces ``spaces`` (e.g. ``{"shape": ..., "trait": ...}``) are replaced by
+    learned ones (stored in ``dtype``), other spaces kept; with ``template_from`` the template becomes
+    that space's mean. The joint regressor, skinning weights, landmarks and faces stay the base's: the
+    learned meshes must be in the base's vertex order (registrations in template correspondence).
+    The learned spaces are first turned rigidly into the base's frame (their mean aligned to the base
+    template by Procrustes), since joint axes, limits and landmarks are defined there.
+
+    ``provenance`` (JSON-able: scans, settings, errors) is recorded under ``meta["provenance"]["learned"]``.
+    Save the result with :func:`anatomy.io.save_model`; ``Nimble(path)`` / ``Sculptor(path)`` load it.
+    """
+    if not spaces:
+        raise ParameterError("spaces is empty: pass at least one learned space, e.g. {'shape': space}.")
+    v = base.num_vertices
+    for name, space in spaces.items():
+        if not isinstance(space, LinearSpace):
+            raise ParameterError(f"spaces[{name!r}] must be a LinearSpace; got {type(space).__name__}.")
+        if tuple(space.mean.shape) != (v, 3):
+            raise ShapeError(f"spaces[{name!r}] has {space.mean.shape[0]} vertices; the base model has {v} "
+                             f"(learn from meshes in the base model's vertex order).")
+    if template_from is not None and template_from not in spaces:
+        raise ParameterError(f"template_from={template_from!r} is not one of the learned spaces {list(spaces)}.")
+    reference = spaces[template_from if template_from is not None else next(iter(spaces))].mean.detach().double()
+    frame = procrustes(reference.cpu(), base.template.detach().double().cpu())
+    out = copy.copy(base)
+    out.spaces = dict(base.spaces)
+    for name, space in spaces.items():
+        turned = space.basis.detach().double().cpu() @ frame.rotation.T  # directions: rotation only
+        out.spaces[name] = turned.to(dtype).contiguous()
+    if template_from is not None:
+        out.template = frame.apply(reference.cpu()).to(base.template.dtype).contiguous()
+    meta = copy.deepcopy(base.meta)
+    record = meta.setdefault("provenance", {})
+    if not isinstance(record, dict):
+        record = meta["provenance"] = {"base": record}
+    record["learned"] = {
+        "spaces": {name: {"components": s.num_components, "explained": [round(float(e), 6) for e in s.explained]}
+                   for name, s in spaces.items()},
+        "template_from": template_from,
+        **dict(provenance or {}),
+    }
+    out.meta = meta
+    return out
