@@ -6,9 +6,14 @@
   axis-angle poses ``(N, J, 3)``.
 * :func:`with_learned_spaces`: a base model file's rig with a learned template and spaces, ready for
   :func:`anatomy.io.save_model`.
+* :func:`read_registrations` (folders of meshes in template correspondence, or a phantom dataset's
+  manifest) and :func:`learn_model` (head: trait and shape spaces; hand: shape space).
 """
 
+from .learn import learn_model, leave_one_out_error
 from .model_file import with_learned_spaces
+from .registrations import Registration, read_registrations
 from .shape_space import LinearSpace, align_meshes, fit_linear_space, shape_space, trait_space
 
-__all__ = ["LinearSpace", "align_meshes", "fit_linear_space", "shape_space", "trait_space", "with_learned_spaces"]
+__all__ = ["LinearSpace", "Registration", "align_meshes", "fit_linear_space", "learn_model", "leave_one_out_error",
+           "read_registrations", "shape_space", "trait_space", "with_learned_spaces"]

@@ -23,6 +23,7 @@ def with_learned_spaces(
     *,
     template_from: str | None = "shape",
     provenance: Mapping[str, Any] | None = None,
+    named: tuple[str, ...] = (),
     dtype: torch.dtype = torch.float32,
 ) -> ModelData:
     """A copy of ``base`` whose spaces ``spaces`` (e.g. ``{"shape": ..., "trait": ...}``) are replaced by
@@ -33,6 +34,10 @@ def with_learned_spaces(
     template by Procrustes), since joint axes, limits and landmarks are defined there.
 
     ``provenance`` (JSON-able: scans, settings, errors) is recorded under ``meta["provenance"]["learned"]``.
+    The base's descriptions of a replaced space's components (``meta["<space>_components"]`` and
+    ``meta["<space>_names"]``) are dropped, since principal components mean something else, unless the
+    space is in ``named``: learned component by component in the base's units (e.g. traits regressed on
+    the planned trait coefficients, :func:`~anatomy.learning.trait_space` with ``movements``).
     Save the result with :func:`anatomy.io.save_model`; ``Nimble(path)`` / ``Sculptor(path)`` load it.
     """
     if not spaces:
@@ -56,6 +61,10 @@ def with_learned_spaces(
     if template_from is not None:
         out.template = frame.apply(reference.cpu()).to(base.template.dtype).contiguous()
     meta = copy.deepcopy(base.meta)
+    for name in spaces:
+        if name not in named:
+            meta.pop(f"{name}_components", None)
+            meta.pop(f"{name}_names", None)
     record = meta.setdefault("provenance", {})
     if not isinstance(record, dict):
         record = meta["provenance"] = {"base": record}
@@ -63,6 +72,7 @@ def with_learned_spaces(
         "spaces": {name: {"components": s.num_components, "explained": [round(float(e), 6) for e in s.explained]}
                    for name, s in spaces.items()},
         "template_from": template_from,
+        "named": list(named),
         **dict(provenance or {}),
     }
     out.meta = meta

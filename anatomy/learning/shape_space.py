@@ -165,13 +165,23 @@ def shape_space(
 
 
 def trait_space(
-    pre: Any, post: Any, *, fixed: Any = None, components: int | None = None, variance: float = 0.99
+    pre: Any, post: Any, *, fixed: Any = None, movements: Any = None, components: int | None = None,
+    variance: float = 0.99,
 ) -> LinearSpace:
     """The space of changes ``post - pre`` of paired meshes ``(N, V, 3)`` (e.g. before and after surgery).
 
     Each ``post`` is first aligned rigidly onto its ``pre`` on the ``fixed`` vertices (ids or a ``(V,)``
-    bool mask: the anatomy the intervention does not move, e.g. the cranium; default all vertices);
-    the components are taken about zero (a change of 0 is "no surgery"), and the returned ``mean`` is zero.
+    bool mask: the anatomy the intervention does not move, e.g. the cranium; default all vertices).
+
+    * Without ``movements``: principal components of the changes about zero (a change of 0 is "no
+      surgery"), unnamed.
+    * With ``movements (N, T)`` (the planned amount of each named movement per pair, e.g. the trait
+      coefficients of a plan): one field per movement by least squares, ``change = sum_t m_t field_t``,
+      so each learned component keeps its movement's name and unit. A movement that no pair made
+      (a zero column) gets a zero field; ``variance`` then holds each movement's variance over the pairs
+      and ``explained`` its share of the fitted change.
+
+    The returned ``mean`` is zero.
     """
     a = _samples(pre, "pre")
     b = _samples(post, "post", a.shape[1])
@@ -190,4 +200,21 @@ def trait_space(
         if int((w > 0).sum()) < 3:
             raise ParameterError("fixed must name at least 3 vertices (the anatomy that did not move).")
     moved = procrustes(b, a, w.expand(a.shape[0], -1), scale=False).apply(b)
-    return fit_linear_space(moved - a, components=components, variance=variance, mean=torch.zeros_like(a[0]))
+    change = moved - a
+    if movements is None:
+        return fit_linear_space(change, components=components, variance=variance, mean=torch.zeros_like(a[0]))
+    m = torch.as_tensor(movements, dtype=torch.float64)
+    if m.dim() != 2 or m.shape[0] != a.shape[0]:
+        raise ShapeError(f"movements must be (N, T) with N = {a.shape[0]} pairs; got {tuple(m.shape)}.")
+    if not bool(torch.isfinite(m).all()):
+        raise ParameterError("movements holds NaN or inf values.")
+    made = m.abs().sum(0) > 0
+    if int(torch.linalg.matrix_rank(m[:, made])) < int(made.sum()):
+        raise ParameterError(f"the {a.shape[0]} pairs do not tell the {int(made.sum())} movements apart (their "
+                             f"amounts are linearly dependent); add pairs with other combinations.")
+    fields = torch.zeros(m.shape[1], *a.shape[1:], dtype=torch.float64)
+    solved = torch.linalg.lstsq(m[:, made], change.reshape(a.shape[0], -1)).solution
+    fields[made] = solved.reshape(-1, *a.shape[1:])
+    fitted = torch.einsum("nt,tvd->ntvd", m, fields).pow(2).sum((0, 2, 3))
+    return LinearSpace(mean=torch.zeros_like(a[0]), basis=fields, variance=m.var(0, correction=0),
+                       explained=fitted / fitted.sum().clamp_min(1e-300))

@@ -1,0 +1,154 @@
+"""Learn a model file's spaces from registrations: :func:`learn_model`.
+
+* **Head** (base: a SCULPTOR-like model with ``skull``, ``mandible``, ``face``): the trait space from
+  the pre/post pairs of each subject (sessions ``pre`` and ``post``), each post aligned on the
+  cranial vault (the skull vertices above the median height of the base skull, which orthognathic
+  surgery does not move), every pair first moved into the base's frame on the same vertices. When
+  every pair carries its planned trait coefficients (``trait_delta`` of the phantom datasets'
+  manifest), the traits are regressed one by one and keep their names and units (a movement no pair
+  made keeps the base's field); else they are principal components. The shape space comes from one
+  registration per subject (the pre session when there is one), aligned by generalised Procrustes,
+  with the trait directions projected out.
+* **Hand** (base: ``bones``, ``muscles``, ``skin``): the shape space from one rest-pose registration per
+  subject (session ``pose00`` or ``rest``, else the subject's only one). Posed registrations need the
+  pose removed first, which this does not do yet.
+
+The template becomes the learned shape mean; the base's rig (joints, skinning weights, landmarks, pose
+correctives, limits) is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.alignment import procrustes
+from ..core.errors import ParameterError
+from ..io.model_data import ModelData
+from .model_file import with_learned_spaces
+from .registrations import Registration, read_registrations
+from .shape_space import LinearSpace, align_meshes, fit_linear_space, trait_space
+
+__all__ = ["learn_model", "leave_one_out_error"]
+
+_REST_SESSIONS = ("pose00", "rest", "pre", "")
+
+
+def _one_per_subject(regs: Sequence[Registration], prefer: Sequence[str]) -> list[Registration]:
+    by_subject: dict[str, list[Registration]] = {}
+    for r in regs:
+        by_subject.setdefault(r.subject, []).append(r)
+    chosen = []
+    for subject, items in by_subject.items():
+        ranked = sorted(items, key=lambda r: prefer.index(r.session) if r.session in prefer else len(prefer))
+        if ranked[0].session not in prefer and len(items) > 1:
+            raise ParameterError(f"subject {subject}: sessions {[r.session for r in items]} hold no rest/pre "
+                                 f"registration ({', '.join(s for s in prefer if s)}); cannot pick one.")
+        chosen.append(ranked[0])
+    return chosen
+
+
+def leave_one_out_error(meshes: torch.Tensor, components: int) -> float:
+    """Mean vertex error (mm) of reconstructing each aligned mesh from a space of ``components``
+    components learned from the others."""
+    errors = []
+    for i in range(meshes.shape[0]):
+        rest = torch.cat([meshes[:i], meshes[i + 1:]])
+        space = fit_linear_space(rest, components=min(components, rest.shape[0] - 1))
+        back = space.reconstruct(space.coefficients(meshes[i:i + 1]))
+        errors.append(float((back - meshes[i:i + 1]).norm(dim=-1).mean()))
+    return float(np.mean(errors))
+
+
+def _project_out(x: torch.Tensor, space: LinearSpace) -> torch.Tensor:
+    """``x (N, V, 3)`` without its components along the directions of ``space``."""
+    flat = space.basis.reshape(space.num_components, -1)
+    keep = flat.norm(dim=1) > 0
+    if not bool(keep.any()):
+        return x
+    q, _ = torch.linalg.qr(flat[keep].T)
+    d = x.reshape(x.shape[0], -1)
+    return (d - (d @ q) @ q.T).reshape(x.shape)
+
+
+def _head_traits(regs: Sequence[Registration], base: ModelData, variance: float
+                 ) -> tuple[LinearSpace | None, bool, int]:
+    pairs: dict[str, dict[str, Registration]] = {}
+    for r in regs:
+        if r.session in ("pre", "post"):
+            pairs.setdefault(r.subject, {})[r.session] = r
+    complete = [p for p in pairs.values() if len(p) == 2]
+    if not complete:
+        return None, False, 0
+    pre = torch.from_numpy(np.stack([p["pre"].vertices for p in complete]))
+    post = torch.from_numpy(np.stack([p["post"].vertices for p in complete]))
+    skull = next(t for t in base.tissues if t.name == "skull")
+    z = base.template[skull.start:skull.stop, 2].double()
+    fixed = torch.zeros(base.num_vertices, dtype=torch.bool)
+    fixed[skull.start:skull.stop] = z > z.median()
+    # every pair into the base's frame first (on the vault), so the changes share one frame
+    frame = procrustes(pre, base.template.double().expand_as(pre), fixed.double().expand(len(complete), -1))
+    pre, post = frame.apply(pre), frame.apply(post)
+    deltas = [p["pre"].info.get("trait_delta") for p in complete]
+    named = all(d is not None for d in deltas)
+    movements = torch.tensor(deltas, dtype=torch.float64) if named else None
+    space = trait_space(pre, post, fixed=fixed, movements=movements, variance=variance)
+    return space, named, len(complete)
+
+
+def learn_model(
+    registrations: str | Path | Sequence[Registration], base: ModelData, *, components: int | None = None,
+    variance: float = 0.99, provenance: dict[str, Any] | None = None,
+) -> tuple[ModelData, dict[str, Any]]:
+    """A model file (``ModelData``) with spaces learned from ``registrations`` (a folder, see
+    :func:`~anatomy.learning.read_registrations`, or the registrations themselves) on the rig of ``base``,
+    and a report (counts, components, explained variance, leave-one-out reconstruction error in mm)."""
+    tissues = [(t.name, t.num_vertices) for t in base.tissues]
+    names = [n for n, _ in tissues]
+    regs = read_registrations(registrations, tissues) if isinstance(registrations, str | Path) \
+        else list(registrations)
+    head = {"skull", "mandible", "face"} <= set(names)
+    hand = {"bones", "muscles", "skin"} <= set(names)
+    if not head and not hand:
+        raise ParameterError(f"learn_model knows heads (skull, mandible, face) and hands (bones, muscles, skin); "
+                             f"the base model has {names}.")
+    report: dict[str, Any] = {"registrations": len(regs), "kind": "head" if head else "hand"}
+    spaces: dict[str, LinearSpace] = {}
+    named: tuple[str, ...] = ()
+    trait = None
+    if head:
+        trait, is_named, num_pairs = _head_traits(regs, base, variance)
+        report["pairs"] = num_pairs
+        if trait is not None:
+            spaces["trait"] = trait
+            named = ("trait",) if is_named else ()
+            report["trait"] = {"components": trait.num_components, "named": is_named,
+                               "explained": [round(float(e), 4) for e in trait.explained]}
+    chosen = _one_per_subject(regs, _REST_SESSIONS)
+    if len(chosen) < 2:
+        raise ParameterError(f"a shape space needs registrations of at least 2 subjects; got {len(chosen)}.")
+    aligned, _, _ = align_meshes(torch.from_numpy(np.stack([r.vertices for r in chosen])))
+    if trait is not None:
+        mean = aligned.mean(0)
+        aligned = mean + _project_out(aligned - mean, trait)
+    shape = fit_linear_space(aligned, components=None if components is None else min(components, len(chosen) - 1),
+                             variance=variance)
+    spaces["shape"] = shape
+    report["subjects"] = len(chosen)
+    report["shape"] = {"components": shape.num_components,
+                       "explained": [round(float(e), 4) for e in shape.explained],
+                       "leave_one_out_mm": round(leave_one_out_error(aligned, shape.num_components), 4)
+                       if len(chosen) > 2 else None}
+    data = with_learned_spaces(base, spaces, named=named,
+                               provenance={"registrations": len(regs), "subjects": len(chosen), **(provenance or {})})
+    if named and trait is not None and "trait" in base.spaces:
+        # a named movement that no pair made has no data: keep the base's field for it
+        unmade = [k for k in range(trait.num_components) if not bool(trait.basis[k].abs().sum() > 0)]
+        if unmade and base.spaces["trait"].shape[0] == trait.num_components:
+            data.spaces["trait"][unmade] = base.spaces["trait"][unmade].to(data.spaces["trait"])
+        report["trait"]["kept_from_base"] = unmade
+    return data, report
