@@ -114,7 +114,7 @@ class NonRigidResult:
     seconds: float = 0.0
 
 
-def estimate_normals(points: torch.Tensor, neighbours: int = 12) -> torch.Tensor:
+def estimate_normals(points: torch.Tensor, neighbours: int = 20) -> torch.Tensor:
     """Unoriented unit normals ``(N, 3)`` of a point cloud: the least-variance axis of each point's
     ``neighbours`` nearest points (local PCA, Hoppe et al. 1992). The sign is arbitrary."""
     from ..core.nearest import knn
@@ -256,6 +256,7 @@ def nonrigid_register(
     levels: Sequence[int] = (64, 256, 1024),
     iterations: int | Sequence[int] = 8,
     inner_steps: int = 20,
+    orient_normals: bool = True,
     dtype: torch.dtype | None = None,
 ) -> NonRigidResult:
     """Deform ``template_vertices`` onto the surface sampled by ``target_points``.
@@ -274,6 +275,8 @@ def nonrigid_register(
         levels: node counts of the deformation graphs, coarse to fine (clipped to V).
         iterations: outer iterations (correspondence updates) per level, one int or one per level.
         inner_steps: L-BFGS iterations per outer iteration.
+        orient_normals: when normals are estimated, orient them like the nearest template vertex
+            normals (then the normal test uses the sign); ``False`` keeps them unoriented.
         dtype: optimisation dtype; default float64 on CPU, the input dtype elsewhere.
 
     Returns:
@@ -309,6 +312,13 @@ def nonrigid_register(
         tnormals = torch.nn.functional.normalize(normals_in.detach().to(work), dim=-1)
     else:
         tnormals = estimate_normals(target)
+        if orient_normals:
+            # point each estimated normal like the nearest template vertex's normal, so the normal
+            # test can tell the two sides of thin walls apart (the template is roughly aligned)
+            _, near = cKDTree(_to_numpy(verts)).query(_to_numpy(target), workers=_workers(target.shape[0]))
+            tv = vertex_normals(verts, faces)[torch.from_numpy(near).to(verts.device)]
+            tnormals = torch.where(((tnormals * tv).sum(-1) < 0)[:, None], -tnormals, tnormals)
+            oriented = True
     rim = boundary_points(target, tnormals)
     lm_ids, lm_pts = (None, None) if lm is None else (lm[0], lm[1].detach().to(work))
     cos_max = math.cos(math.radians(w.max_normal_angle))

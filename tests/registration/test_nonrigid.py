@@ -87,14 +87,14 @@ def test_skull_recovery_clean_and_corrupted(head_pair: dict) -> None:
     clean = nonrigid_register(template, faces, points, normals, levels=(64, 256), iterations=(8, 5))
     err = _error(clean.vertices, truth)
     assert before > 3.0
-    assert err < 0.5  # issue target for bones; measured 0.39 mm with these (reduced) levels
+    assert err < 0.45  # issue target for bones 0.5 mm; measured 0.355 mm with these (reduced) levels
     damaged, kept = corrupt_target(points, missing=0.3, outliers=0.1, noise=2.0, generator=gen)
     assert damaged.shape[0] == kept.shape[0] + round(0.1 * kept.shape[0]) and kept.shape[0] == 8400
     robust = nonrigid_register(template, faces, damaged, levels=(64, 256), iterations=(8, 5))
     err_bad = _error(robust.vertices, truth)
-    # measured 1.73 mm (4.9x the clean run with exact normals, 3.0x a clean run with estimated
-    # normals, 0.57 mm): the issue's "at most 2x" is not met; most of it is over the cut-away part
-    assert err_bad < 2.2
+    # measured 1.51 mm (4.3x the clean run with exact normals, 2.7x a clean run with estimated
+    # normals, 0.56 mm): the issue's "at most 2x" is not met; most of it is over the cut-away part
+    assert err_bad < 2.0
     assert err_bad < 0.6 * before
 
 
