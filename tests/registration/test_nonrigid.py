@@ -194,3 +194,15 @@ def test_typed_errors() -> None:
         corrupt_target(pts, missing=1.0)
     with pytest.raises(ParameterError):
         sample_surface(v, f, 0)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu() -> None:
+    # same code on CUDA: float64 there too (dtype follows the input), same result as on CPU
+    v, f = _sphere()
+    shift = torch.tensor([1.5, -1.0, 0.5], dtype=torch.float64)
+    target, normals = sample_surface(v + shift, f, 3000, torch.Generator().manual_seed(0))
+    cpu = nonrigid_register(v, f, target, normals, levels=(8, 32), iterations=3)
+    gpu = nonrigid_register(v.cuda(), f.cuda(), target.cuda(), normals.cuda(), levels=(8, 32), iterations=3)
+    assert gpu.vertices.device.type == "cuda"
+    assert float((gpu.vertices.cpu() - cpu.vertices).abs().max()) < 1e-6
