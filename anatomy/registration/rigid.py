@@ -115,9 +115,13 @@ def align_landmarks(source_pts: Any, target_pts: Any, weights: Any = None, scale
     return procrustes(torch.from_numpy(src), torch.from_numpy(dst), weights=w, scale=scale)
 
 
-def _icp_loop(src: np.ndarray, tree: cKDTree, dst: np.ndarray, rot: np.ndarray, trans: np.ndarray, size: float,
-              *, scale: bool, trim: float, max_iter: int, tol: float) -> tuple[np.ndarray, np.ndarray, float, int, bool]:
-    keep_n = max(3, min(src.shape[0], int(math.ceil(trim * src.shape[0]))))
+def _keep_count(count: int, trim: float) -> int:
+    return max(3, min(count, int(math.ceil(trim * count))))
+
+
+def _icp_loop(src: np.ndarray, tree: cKDTree, dst: np.ndarray, rot: np.ndarray, trans: np.ndarray, size: float, *,
+              scale: bool, trim: float, max_iter: int, tol: float) -> tuple[np.ndarray, np.ndarray, float, int, bool]:
+    keep_n = _keep_count(src.shape[0], trim)
     moved = _move(src, rot, trans, size)
     src_t = torch.from_numpy(src)
     for it in range(1, max_iter + 1):
@@ -135,7 +139,7 @@ def _icp_loop(src: np.ndarray, tree: cKDTree, dst: np.ndarray, rot: np.ndarray, 
 
 def _trimmed_rms(moved: np.ndarray, tree: cKDTree, trim: float) -> float:
     dist, _ = tree.query(moved)
-    keep_n = max(3, min(len(dist), int(math.ceil(trim * len(dist)))))
+    keep_n = _keep_count(len(dist), trim)
     return float(np.sqrt(np.mean(np.partition(dist, keep_n - 1)[:keep_n] ** 2)))
 
 
@@ -167,7 +171,7 @@ def icp(source: Any, target: Any, *, init: Similarity | None = None, scale: bool
     rot, trans, size, its, done = _icp_loop(src, tree, dst, rot, trans, size, scale=scale, trim=trim,
                                             max_iter=max_iter, tol=tol)
     rms = _trimmed_rms(_move(src, rot, trans, size), tree, trim)
-    keep_n = max(3, min(src.shape[0], int(math.ceil(trim * src.shape[0]))))
+    keep_n = _keep_count(src.shape[0], trim)
     return RigidResult(_similarity(rot, trans, size), rms, its, done, keep_n / src.shape[0])
 
 
