@@ -26,8 +26,8 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from ..core.alignment import procrustes
 from ..core.errors import ParameterError, ShapeError
+from ..registration.rigid import icp
 from .jaw_split import split_mandible
 from .morphology import CUBE, fill_enclosed, largest
 from .volume import Volume
@@ -51,22 +51,11 @@ def _template(head: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def _icp(source: np.ndarray, target: cKDTree, target_pts: np.ndarray, iterations: int, trim: float,
          scale: bool) -> tuple[np.ndarray, float, float]:
-    """``source`` moved onto the points of ``target`` by trimmed ICP; returns it, the rms of the kept
-    pairs (mm) and the scale."""
-    moved = source
-    rms, size = float("inf"), 1.0
-    for _ in range(iterations):
-        dist, idx = target.query(moved)
-        keep = dist <= np.quantile(dist, trim)
-        fit = procrustes(torch.from_numpy(source[keep]), torch.from_numpy(target_pts[idx[keep]]), scale=scale)
-        size = float(fit.scale)
-        new = size * source @ fit.rotation.numpy().T + fit.translation.numpy()
-        step = float(np.abs(new - moved).max())
-        moved = new
-        rms = float(np.sqrt(np.mean(dist[keep] ** 2)))
-        if step < 1e-2:  # mm
-            break
-    return moved, rms, size
+    """``source`` moved onto the points of ``target`` by trimmed ICP (:func:`anatomy.registration.icp`, steps
+    until no point moves 0.01 mm); returns it, the rms of the kept pairs (mm) and the scale."""
+    del target  # the KD-tree is built by icp
+    res = icp(source, target_pts, scale=scale, trim=trim, max_iter=iterations, tol=1e-2)
+    return res.apply(source), res.rms, float(res.transform.scale)
 
 
 def split_mandible_by_template(
