@@ -234,22 +234,35 @@ def _fit_head(
                                        max_iter=max_iter, tol=tol)
         iterations.append(it)
         converged.append(ok)
-        kw = prob.kwargs(x[None])
-        with torch.no_grad():
-            root = model64(**kw, jaw_range="ignore").joints[0, 0]  # the root joint the global rotation turns about
-        row = {name: kw.get(name, x.new_zeros(1, k)) for name, k in model64.space_sizes.items()}
-        row["jaw_pose"] = kw.get("jaw_pose", x.new_zeros(1, 3))
-        row["jaw_offset"] = kw.get("jaw_offset", x.new_zeros(1, 3))
-        # W = s R M + t  ==  layer: s (R (v - j0) + j0) + transl
-        row["global_orient"] = matrix_to_axis_angle(rot)[None]
-        row["transl"] = (t + s * (rot @ root - root))[None]
-        row["scale"] = s.reshape(1)
-        rows.append(row)
+        rows.append(layer_params(prob, x, rot, t, s))
+    return finish_fit(model, rows, tissue_vertex_ids(model, tissues), y, iterations, converged, start)
+
+
+def layer_params(prob: _Problem, x: torch.Tensor, rot: torch.Tensor, t: torch.Tensor, s: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+    """The layer's keyword arguments (batch 1) of an LM solution ``W = s R M(x) + t``."""
+    model64 = prob.model
+    kw = prob.kwargs(x[None])
+    with torch.no_grad():
+        root = model64(**kw, jaw_range="ignore").joints[0, 0]  # the root joint the global rotation turns about
+    row = {name: kw.get(name, x.new_zeros(1, k)) for name, k in model64.space_sizes.items()}
+    row["jaw_pose"] = kw.get("jaw_pose", x.new_zeros(1, 3))
+    row["jaw_offset"] = kw.get("jaw_offset", x.new_zeros(1, 3))
+    # W = s R M + t  ==  layer: s (R (v - j0) + j0) + transl
+    row["global_orient"] = matrix_to_axis_angle(rot)[None]
+    row["transl"] = (t + s * (rot @ root - root))[None]
+    row["scale"] = s.reshape(1)
+    return row
+
+
+def finish_fit(model: Sculptor, rows: list[dict[str, torch.Tensor]], ids: torch.Tensor, y: torch.Tensor,
+               iterations: list[int], converged: list[bool], start: float) -> HeadFit:
+    """A :class:`HeadFit` of per-sample solutions: the layer run once more, residuals at ``ids`` against ``y``."""
     dtype = model.template.dtype
     params = {k: torch.cat([r[k] for r in rows]).to(dtype) for k in rows[0]}
     with torch.no_grad():
         output = model(**params)
-        fitted = output.vertices[:, tissue_vertex_ids(model, tissues)]
+        fitted = output.vertices[:, ids]
         residual = (fitted.to(torch.float64) - y).norm(dim=-1).to(dtype)
     return HeadFit(params=params, output=output, face=output.face, residual_mm=residual,
                    rms_mm=residual.square().mean(-1).sqrt(), iterations=tuple(iterations),
