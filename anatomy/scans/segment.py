@@ -62,11 +62,10 @@ def _small_grid(volume: Volume) -> tuple[tuple[int, int, int], float]:
     return (sx, sy, sz), min(s * k for s, k in zip(volume.spacing, (sx, sy, sz)))
 
 
-def _body_box(volume: Volume, tissue: np.ndarray, open_mm: float, close_mm: float) -> tuple[slice, ...]:
-    """Bounding box (voxel slices) of the body's piece on the 1.5 mm grid: the tissue piece that holds
-    the largest opened piece, once the other opened pieces are taken away; with a margin of two coarse
-    voxels and the closing radius. Everything after runs inside it (a head fills about half of a
-    512 x 512 x 300 field of view)."""
+def _opened_pieces(volume: Volume, tissue: np.ndarray, open_mm: float
+                   ) -> tuple[tuple[int, int, int], np.ndarray, int, np.ndarray, np.ndarray]:
+    """On the 1.5 mm grid: ``(steps, tissue there, opening radius in its voxels, labelled opened pieces,
+    their voxel counts)``; no piece left after the opening raises."""
     steps, small_mm = _small_grid(volume)
     small = tissue[:: steps[0], :: steps[1], :: steps[2]]
     r_open = max(int(round(open_mm / small_mm)), 0)
@@ -76,6 +75,15 @@ def _body_box(volume: Volume, tissue: np.ndarray, open_mm: float, close_mm: floa
         raise ParameterError(
             f"segment_ct: no body left after an opening of {open_mm} mm; lower open_mm or check the skin threshold."
         )
+    return steps, small, r_open, lab, counts
+
+
+def _body_box(volume: Volume, tissue: np.ndarray, open_mm: float, close_mm: float) -> tuple[slice, ...]:
+    """Bounding box (voxel slices) of the body's piece on the 1.5 mm grid: the tissue piece that holds
+    the largest opened piece, once the other opened pieces are taken away; with a margin of two coarse
+    voxels and the closing radius. Everything after runs inside it (a head fills about half of a
+    512 x 512 x 300 field of view)."""
+    steps, small, r_open, lab, counts = _opened_pieces(volume, tissue, open_mm)
     core = lab == int(np.argmax(counts))
     others = ndimage.binary_dilation(~core & (lab != 0), CROSS, iterations=max(r_open, 1)) & ~core
     pieces, _ = components(small & ~others, CROSS)
@@ -98,15 +106,7 @@ def _body_mask(volume: Volume, tissue: np.ndarray, open_mm: float, close_mm: flo
     """Body mask (module text, step 2). The opening and the choice of the body's piece run on a grid of
     about 1.5 mm (every n-th voxel) to stay fast on 512 x 512 x 300 scans; the mask itself stays full-size."""
     notes: list[str] = []
-    steps, small_mm = _small_grid(volume)
-    small = tissue[:: steps[0], :: steps[1], :: steps[2]]
-    r_open = max(int(round(open_mm / small_mm)), 0)
-    opened = ndimage.binary_opening(small, CROSS, iterations=r_open) if r_open else small
-    lab, counts = components(opened, CROSS)
-    if counts.max() == 0:
-        raise ParameterError(
-            f"segment_ct: no body left after an opening of {open_mm} mm; lower open_mm or check the skin threshold."
-        )
+    steps, small, r_open, lab, counts = _opened_pieces(volume, tissue, open_mm)
     core_small = lab == int(np.argmax(counts))
     others_small = ~core_small & (lab != 0)
     candidate = tissue
