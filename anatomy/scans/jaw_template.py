@@ -49,15 +49,6 @@ def _template(head: Any) -> tuple[np.ndarray, np.ndarray]:
     return out.tissue("skull")[0].double().numpy(), out.tissue("mandible")[0].double().numpy()
 
 
-def _icp(source: np.ndarray, target: cKDTree, target_pts: np.ndarray, iterations: int, trim: float,
-         scale: bool) -> tuple[np.ndarray, float, float]:
-    """``source`` moved onto the points of ``target`` by trimmed ICP (:func:`anatomy.registration.icp`, steps
-    until no point moves 0.01 mm); returns it, the rms of the kept pairs (mm) and the scale."""
-    del target  # the KD-tree is built by icp
-    res = icp(source, target_pts, scale=scale, trim=trim, max_iter=iterations, tol=1e-2)
-    return res.apply(source), res.rms, float(res.transform.scale)
-
-
 def split_mandible_by_template(
     bone: Volume, head: Any = None, *, iterations: int = 80, trim: float = 0.8
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
@@ -87,22 +78,25 @@ def split_mandible_by_template(
     if len(ijk) > _MAX_SURFACE_POINTS:
         ijk = ijk[np.linspace(0, len(ijk) - 1, _MAX_SURFACE_POINTS).astype(np.int64)]
     surface = bone.world(ijk.astype(np.float64))
-    tree = cKDTree(surface)
     skull, jaw = _template(head)
     both = np.concatenate([skull, jaw])
     start = both - both.mean(0) + surface.mean(0)
-    moved, rms, scale = _icp(start, tree, surface, iterations, trim, scale=True)
+    # trimmed ICP steps until no point moves 0.01 mm
+    fit = icp(start, surface, scale=True, trim=trim, max_iter=iterations, tol=1e-2)
+    moved = fit.apply(start)
     skull_t, jaw_t = moved[: len(skull)], moved[len(skull):]
+    skull_tree = cKDTree(skull_t)
     # the mandible again on its own: to the surface points nearer to it than to the skull
-    d_skull, _ = cKDTree(skull_t).query(surface)
+    d_skull, _ = skull_tree.query(surface)
     d_jaw, _ = cKDTree(jaw_t).query(surface)
     near = surface[d_jaw < d_skull]
     jaw_rms = float("nan")
     if len(near) >= 10:
-        jaw_t, jaw_rms, _ = _icp(jaw_t, cKDTree(near), near, iterations, trim, scale=False)
+        jaw_fit = icp(jaw_t, near, scale=False, trim=trim, max_iter=iterations, tol=1e-2)
+        jaw_t, jaw_rms = jaw_fit.apply(jaw_t), jaw_fit.rms
     voxels = np.argwhere(mask)
     points = bone.world(voxels.astype(np.float64))
-    d_skull, _ = cKDTree(skull_t).query(points, workers=-1)
+    d_skull, _ = skull_tree.query(points, workers=-1)
     d_jaw, _ = cKDTree(jaw_t).query(points, workers=-1)
     near_jaw = voxels[d_jaw < d_skull]
     mandible = np.zeros_like(mask)
@@ -111,7 +105,8 @@ def split_mandible_by_template(
         to_jaw = np.zeros(tuple(hi - lo), dtype=bool)
         to_jaw[tuple((near_jaw - lo).T)] = True
         mandible[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = largest(to_jaw, CUBE)
-    return mask & ~mandible, mandible, {"scale": scale, "rms_mm": rms, "mandible_rms_mm": jaw_rms}
+    facts = {"scale": float(fit.transform.scale), "rms_mm": fit.rms, "mandible_rms_mm": jaw_rms}
+    return mask & ~mandible, mandible, facts
 
 
 JAW_METHODS = ("template", "opening")

@@ -88,7 +88,6 @@ def test_shape_space_ignores_the_pose_of_each_mesh(head: anatomy.Sculptor) -> No
     test, _, _ = align_meshes(torch.cat([moved.mean[None], _random_rigid(_heads(head, 5, 3), 4)]))
     back = moved.reconstruct(moved.coefficients(test[1:]))
     err = (back - test[1:]).norm(dim=-1)
-    print(f"held-out error mean {float(err.mean()):.4f} max {float(err.max()):.4f} mm")
     assert float(err.max()) < 0.2
 
 
