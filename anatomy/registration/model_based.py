@@ -1,0 +1,380 @@
+"""Model-based registration: fit a parametric layer (``Sculptor`` or ``Nimble``) to scanned surfaces.
+
+The surfaces of a scan (points with optional normals, one set per tissue, in world mm) need not be in
+correspondence with the model. :func:`fit_model_to_surfaces` runs an ICP-style loop around the layer
+(the "model-based" first step of NIMBLE's and SCULPTOR's registrations, Li et al. 2022, Qiu et al.
+2022): each outer iteration pairs model vertices with their nearest target points and target points
+with their nearest model vertices (scipy KD-trees), then L-BFGS minimises, over the layer's
+parameters, the point-to-plane + point-to-point distance of the pairs plus the model's priors.
+
+* Start: a similarity of the model's mean onto the target by trimmed ICP on the ``anchors`` tissues
+  (the bones: a CT's skin surface covers the scalp and neck, which the face sheet does not) from
+  principal axes, :func:`~anatomy.registration.rigid.register_rigid`.
+* Stages: the similarity alone, then the articulation (the jaw; the hand's bones from the palm out,
+  one level of the finger chains at a time), then everything with the shape (and trait) spaces.
+* Robustness: pairs farther than 3 median distances (at least ``reject_mm``), pairs whose normals
+  disagree by more than 60°, and target points whose nearest model vertex lies on the rim of an open
+  tissue (the face sheet) are dropped, so missing parts, outliers and anatomy the model lacks do not
+  pull it.
+
+The result is in correspondence with the template; the free-form residual is left to
+:func:`~anatomy.registration.nonrigid.nonrigid_register` (see :mod:`.scan`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from ..core.alignment import Similarity
+from ..core.errors import ParameterError, ShapeError
+from ..core.rotations import matrix_to_axis_angle
+from ..core.surface import vertex_normals
+from ..models.nimble import Nimble
+from ..models.output import ModelOutput
+from ..models.sculptor import Sculptor
+from .nonrigid import estimate_normals
+from .rigid import align_landmarks, icp, register_rigid
+
+__all__ = ["ModelFit", "fit_model_to_surfaces"]
+
+_COS_MAX = math.cos(math.radians(60.0))
+_HAND_LEVELS = (("pro",), ("int",), ("dis",))  # bone-name prefixes of the finger levels, palm outwards
+# the hand keypoints each stage may use: those the bones fitted so far place (a flat template's finger
+# tips would turn the palm towards a flexed hand's tips)
+_PALM_KEYPOINTS = ("wrist", "thumb_cmc", "index_mcp", "middle_mcp", "ring_mcp", "little_mcp")
+_LEVEL_KEYPOINTS = {"global": _PALM_KEYPOINTS, "articulation:pro": ("thumb_mcp", "_pip"),
+                    "articulation:int": ("thumb_ip", "_dip")}
+
+
+@dataclass
+class ModelFit:
+    """What :func:`fit_model_to_surfaces` found.
+
+    ``params``: the layer's keyword arguments (batch 1) of the fit; ``output``: the layer's output for
+    them; ``distances``: per tissue, the distance (mm) of every fitted vertex to its nearest target point;
+    ``log``: ``(stage, mean pair distance mm)`` per outer iteration; ``seconds``: wall time.
+    """
+
+    params: dict[str, torch.Tensor]
+    output: ModelOutput
+    distances: dict[str, torch.Tensor]
+    log: list[tuple[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Target:
+    points: torch.Tensor
+    normals: torch.Tensor
+    oriented: bool
+    tree: cKDTree
+
+
+def _as_target(name: str, value: Any, max_points: int, gen: torch.Generator) -> _Target:
+    pts, nrm = (value if isinstance(value, (tuple, list)) else (value, None))
+    pts = torch.as_tensor(np.asarray(pts, dtype=np.float64))
+    if pts.dim() != 2 or pts.shape[1] != 3 or pts.shape[0] < 10:
+        raise ShapeError(f"target {name!r} must be (N, 3) points with N >= 10, got {tuple(pts.shape)}.")
+    if not bool(torch.isfinite(pts).all()):
+        raise ParameterError(f"target {name!r} holds NaN or inf coordinates; drop them first.")
+    if nrm is not None:
+        nrm = torch.as_tensor(np.asarray(nrm, dtype=np.float64))
+        if nrm.shape != pts.shape:
+            raise ShapeError(f"target {name!r}: normals {tuple(nrm.shape)} must match points {tuple(pts.shape)}.")
+    if pts.shape[0] > max_points:
+        keep = torch.randperm(pts.shape[0], generator=gen)[:max_points]
+        pts = pts[keep]
+        nrm = None if nrm is None else nrm[keep]
+    normals = estimate_normals(pts) if nrm is None else torch.nn.functional.normalize(nrm, dim=-1)
+    return _Target(pts, normals, nrm is not None, cKDTree(pts.numpy()))
+
+
+def _rim_vertices(faces: torch.Tensor, n: int) -> torch.Tensor:
+    """``(n,)`` bool: vertices on an edge used by one face only (the rim of an open sheet)."""
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(1).values
+    uniq, counts = torch.unique(edges, dim=0, return_counts=True)
+    rim = torch.zeros(n, dtype=torch.bool)
+    rim[uniq[counts == 1].reshape(-1)] = True
+    return rim
+
+
+class _Vars:
+    """The free parameters of one fit and how they map to the layer's keyword arguments."""
+
+    def __init__(self, model: torch.nn.Module, start: Any, kind: str) -> None:
+        dt = torch.float64
+        self.kind = kind
+        rot, trans, size = (torch.as_tensor(np.asarray(a), dtype=dt) for a in (start.rotation, start.translation,
+                                                                              start.scale))
+        with torch.no_grad():
+            root = model().joints[0, 0].to(dt)
+        self.orient = matrix_to_axis_angle(rot.reshape(3, 3))[None].clone().requires_grad_(True)
+        # a similarity W = s R v + t is the layer's s (R (v - j0) + j0) + transl with this transl
+        self.transl = (trans.reshape(3) + size.reshape(()) * (rot.reshape(3, 3) @ root - root))[None]
+        self.transl = self.transl.clone().requires_grad_(True)
+        self.log_scale = torch.log(size.reshape(1)).clone().requires_grad_(True)
+        sizes = dict(model.space_sizes) if hasattr(model, "space_sizes") else {}
+        self.spaces = {k: torch.zeros(1, sizes[k], dtype=dt, requires_grad=True)
+                       for k in ("shape", "trait") if sizes.get(k)}
+        self.jaw = torch.zeros(1, 3, dtype=dt, requires_grad=True) if kind == "head" else None
+        self.pose = torch.zeros(1, 20, 3, dtype=dt, requires_grad=True) if kind == "hand" else None
+
+    def groups(self, stage: str, pose_rows: torch.Tensor | None) -> list[torch.Tensor]:
+        free = [self.orient, self.transl, self.log_scale]
+        if stage != "global":
+            free += [t for t in (self.jaw, self.pose) if t is not None]
+        if stage == "all":
+            free += list(self.spaces.values())
+        return free
+
+    def kwargs(self) -> dict[str, torch.Tensor]:
+        kw = {"global_orient": self.orient, "transl": self.transl, "scale": self.log_scale.exp(), **self.spaces}
+        if self.jaw is not None:
+            kw["jaw_pose"] = self.jaw
+        if self.pose is not None:
+            kw["pose"] = self.pose
+        return kw
+
+
+def _model_kind(model: torch.nn.Module) -> str:
+    if isinstance(model, Sculptor):
+        return "head"
+    if isinstance(model, Nimble):
+        if model.pose_mode != "axis_angle":
+            raise ParameterError("fit_model_to_surfaces needs a Nimble layer in pose_mode='axis_angle'.")
+        return "hand"
+    raise ParameterError(f"model must be a Sculptor or Nimble layer, got {type(model).__name__}.")
+
+
+def _stages(model: torch.nn.Module, kind: str, outer: int) -> list[tuple[str, torch.Tensor | None, int]]:
+    """``(stage name, free pose rows or None, outer iterations)``."""
+    if kind == "head":
+        return [("global", None, outer), ("articulation", None, max(2, outer // 2)), ("all", None, outer)]
+    names = list(model.bone_names)
+    rows = torch.tensor([n.startswith(("carpal", "met")) for n in names])  # the palm: one rigid piece at first
+    stages: list[tuple[str, torch.Tensor | None, int]] = [("global", rows.clone(), outer)]
+    for prefixes in _HAND_LEVELS:
+        rows = rows | torch.tensor([n.startswith(prefixes) for n in names])
+        stages.append((f"articulation:{prefixes[0]}", rows.clone(), max(2, outer // 2)))
+    stages.append(("all", None, outer))
+    return stages
+
+
+def _model_landmarks(output: Any, kind: str) -> torch.Tensor:
+    return output.keypoints if kind == "hand" else output.landmarks
+
+
+def _landmarks(layer: torch.nn.Module, mean: Any, kind: str, given: Mapping[str, Any] | None
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Indices into the model's keypoints/landmarks and the given points ``(L, 3)`` float64."""
+    if given is None or len(given) == 0:
+        return torch.zeros(0, dtype=torch.long), None
+    if not isinstance(given, Mapping):
+        raise ParameterError("landmarks must be a mapping: name -> (x, y, z) in world mm.")
+    known = list(layer.keypoint_names) if kind == "hand" else list(mean.landmark_names or ())
+    bad = [k for k in given if k not in known]
+    if bad:
+        raise ParameterError(f"landmarks {bad} are not this model's; its names are {known}.")
+    pts = torch.as_tensor(np.asarray([np.asarray(given[k], dtype=np.float64) for k in given]))
+    if pts.shape != (len(given), 3) or not bool(torch.isfinite(pts).all()):
+        raise ShapeError(f"landmarks must each be 3 finite coordinates (mm); got an array of shape {tuple(pts.shape)}.")
+    return torch.tensor([known.index(k) for k in given]), pts
+
+
+def _landmark_stages(layer: torch.nn.Module, kind: str, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per stage, which of the given landmarks pull (``(L,)`` bool); every one outside the hand's early stages."""
+    every = torch.ones(len(index), dtype=torch.bool)
+    if kind != "hand":
+        return {"global": every, "all": every}
+    names = [layer.keypoint_names[i] for i in index.tolist()]
+    stages, allowed = {"all": every}, ()
+    for stage, more in _LEVEL_KEYPOINTS.items():
+        allowed = allowed + more
+        stages[stage] = torch.tensor([n in allowed or n.endswith(allowed) for n in names], dtype=torch.bool)
+    stages["articulation:dis"] = every
+    return stages
+
+
+def _start(source: np.ndarray, target: np.ndarray, kind: str) -> Similarity:
+    """The similarity start: trimmed ICP from the centroids with the frames' axes as they are (a scan in
+    RAS+ like the model) and from principal axes; the one with the lower trimmed RMS per unit scale."""
+    shift = target.mean(0) - source.mean(0)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    plain = Similarity(torch.eye(3, dtype=torch.float64), torch.from_numpy(shift), one)
+    runs = [icp(source, target, init=plain, scale=True, trim=0.7),
+            register_rigid(source, target, scale=True, trim=0.7, all_axes=kind == "hand")]
+    best = min(runs, key=lambda r: r.rms / float(r.transform.scale))
+    return best.transform
+
+
+class _Pairs:
+    """Fixed correspondences of one outer iteration, for one tissue."""
+
+    def __init__(self, verts: torch.Tensor, faces: torch.Tensor, sample: torch.Tensor, rim: torch.Tensor,
+                 target: _Target, reject_mm: float, active: torch.Tensor | None = None) -> None:
+        live = torch.ones(len(sample), dtype=torch.bool) if active is None else active[sample]
+        v = verts[sample]
+        vn = vertex_normals(verts, faces)[sample]
+        d, j = target.tree.query(v.numpy())
+        j = torch.from_numpy(j)
+        cos = (vn * target.normals[j]).sum(-1)
+        cos = cos if target.oriented else cos.abs()
+        d = torch.from_numpy(d)
+        ok = live & (cos >= _COS_MAX) & (d <= max(reject_mm, 3.0 * float(d[live].median())))
+        self.a_ids, self.a_pts, self.a_nrm = sample[ok], target.points[j[ok]], target.normals[j[ok]]
+        tree = cKDTree(v.numpy())
+        d2, k = tree.query(target.points.numpy())
+        k = torch.from_numpy(k)
+        d2 = torch.from_numpy(d2)
+        near = live[k] & ~rim[sample[k]]
+        ok2 = near & (d2 <= max(reject_mm, 3.0 * float(d2[near].median()))) if bool(near.any()) else near
+        self.b_ids, self.b_pts, self.b_nrm = sample[k[ok2]], target.points[ok2], target.normals[ok2]
+        self.mean = float(torch.cat([d[ok], d2[ok2]]).mean()) if bool(ok.any() or ok2.any()) else math.inf
+
+    def energy(self, verts: torch.Tensor) -> torch.Tensor:
+        a = verts[self.a_ids] - self.a_pts
+        plane = (a * self.a_nrm).sum(-1).square().mean() + 0.1 * a.square().sum(-1).mean()
+        b = verts[self.b_ids] - self.b_pts
+        return plane + (b * self.b_nrm).sum(-1).square().mean() + 0.1 * b.square().sum(-1).mean()
+
+
+def fit_model_to_surfaces(
+    model: torch.nn.Module,
+    targets: Mapping[str, Any],
+    *,
+    anchors: Sequence[str] | None = None,
+    outer: int = 6,
+    inner: int = 30,
+    max_points: int = 4000,
+    prior: float = 1e-3,
+    reject_mm: float = 5.0,
+    landmarks: Mapping[str, Any] | None = None,
+    landmark_weight: float = 1.0,
+    seed: int = 0,
+) -> ModelFit:
+    """Fit the layer ``model`` (``Sculptor`` or ``Nimble``) to scanned surfaces; see the module text.
+
+    Args:
+        model: the layer (float32 or float64; the fit runs in float64 on a copy of its parameters).
+        targets: tissue name of the model -> ``points (N, 3)`` or ``(points, normals)``, world mm (numpy
+            or torch). Unknown tissue names are refused; tissues of the model without a target are left
+            to the others and the priors.
+        anchors: the tissues the starting similarity is found on (default: the bones: ``skull`` and
+            ``mandible`` of the head, ``bones`` of the hand, when given; else every target).
+        outer, inner: outer (correspondence) iterations per stage and L-BFGS iterations in each.
+        max_points: targets and model tissues are subsampled to at most this many points each.
+        prior: weight of the squared normalised coefficients (shape, trait) and of the joint limits.
+        reject_mm: pairs closer than this are never rejected as outliers.
+        landmarks: optional named points (world mm): the hand's 21 keypoints (``model.keypoint_names``)
+            or the head's landmarks (``model.landmark_names``). Three or more give the starting
+            similarity (weighted Procrustes) instead of ICP; all of them pull in every stage with
+            ``landmark_weight`` (per mm^2 of mean squared distance). A posed hand without keypoints
+            can end with fingers on the wrong finger (see the README's measured figures).
+        seed: of the subsampling.
+    """
+    start_time = time.perf_counter()
+    kind = _model_kind(model)
+    if not isinstance(targets, Mapping) or not targets:
+        raise ParameterError("targets must be a non-empty mapping: tissue name -> points or (points, normals).")
+    names = list(model().tissue_names)
+    unknown = [k for k in targets if k not in names]
+    if unknown:
+        raise ParameterError(f"targets name tissues {unknown} that the model lacks; its tissues are {names}.")
+    gen = torch.Generator().manual_seed(seed)
+    tgt = {k: _as_target(k, v, max_points, gen) for k, v in targets.items()}
+    default_anchors = [k for k in ("skull", "mandible", "bones") if k in tgt] or list(tgt)
+    anchor_names = list(anchors) if anchors is not None else default_anchors
+    if not anchor_names or any(a not in tgt for a in anchor_names):
+        raise ParameterError(f"anchors {anchor_names} must name given targets ({list(tgt)}).")
+
+    layer = copy.deepcopy(model).double()  # never change the caller's layer
+    mean = layer()
+    source = torch.cat([mean.tissue(a)[0] for a in anchor_names]).detach()
+    target_pts = torch.cat([tgt[a].points for a in anchor_names])
+    lm_index, lm_points = _landmarks(layer, mean, kind, landmarks)
+    lm_stage = _landmark_stages(layer, kind, lm_index)
+    first = lm_stage["global"]
+    if lm_points is not None and int(first.sum()) >= 3:
+        start = align_landmarks(_model_landmarks(mean, kind)[0, lm_index[first]].detach().numpy(),
+                                lm_points[first].numpy())
+    else:
+        start = _start(source.numpy(), target_pts.numpy(), kind)
+    variables = _Vars(layer, start, kind)
+    samples = {k: torch.randperm(mean.tissue(k).shape[1], generator=gen)[:max_points] for k in tgt}
+    faces = {k: mean.faces(k).cpu() for k in tgt}
+    rims = {k: _rim_vertices(faces[k], mean.tissue(k).shape[1]) for k in tgt}
+    limits = layer.joint_limits() if kind == "hand" and layer.has_joint_limits else None
+    log: list[tuple[str, float]] = []
+    part_rows: dict[str, torch.Tensor] = {}
+    active: dict[str, torch.Tensor] = {}
+    if kind == "hand" and "bones" in tgt:
+        # each bone vertex's pose row (bone index); the global stage fits the carpal bone and metacarpals
+        layout = mean._layout("bones")
+        if layout.part_ids is not None:
+            row_of = torch.tensor([list(layer.bone_names).index(n) for n in layout.part_names])
+            part_rows["bones"] = row_of[layout.part_ids.cpu()]
+
+    def run(kw: dict[str, torch.Tensor]) -> ModelOutput:
+        extra = {"jaw_range": "ignore"} if kind == "head" else {}
+        return layer(**kw, **extra)
+
+    for stage, rows, n_outer in _stages(layer, kind, outer):
+        free = variables.groups(stage, rows)
+        if rows is not None and stage != "all" and part_rows:
+            # the hand before the last stage: only the bones fitted so far pull (and are pulled)
+            active = {k: rows[ids] for k, ids in part_rows.items()}
+        else:
+            rows = None
+        hook = None
+        if variables.pose is not None and stage != "global":
+            # row 0 (the carpal bone) stays at zero: global_orient turns the whole hand
+            mask = (torch.ones(20, dtype=torch.bool) if rows is None else rows.clone())
+            mask[0] = False
+            mask = mask[None, :, None].to(torch.float64)
+            hook = variables.pose.register_hook(lambda g, m=mask: g * m)
+        for _ in range(n_outer):
+            with torch.no_grad():
+                out = run(variables.kwargs())
+            pairs = {k: _Pairs(out.tissue(k)[0], faces[k], samples[k], rims[k], t, reject_mm,
+                               None if rows is None else active[k])
+                     for k, t in tgt.items() if rows is None or k in active}
+            log.append((stage, float(np.mean([p.mean for p in pairs.values()]))))
+            opt = torch.optim.LBFGS(free, max_iter=inner, line_search_fn="strong_wolfe")
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                kw = variables.kwargs()
+                o = run(kw)
+                loss = sum(p.energy(o.tissue(k)[0]) for k, p in pairs.items())
+                loss = loss + prior * sum(c.square().sum() for c in variables.spaces.values())
+                use = lm_stage.get(stage, lm_stage["all"])
+                if lm_points is not None and bool(use.any()):
+                    lm = _model_landmarks(o, kind)[0, lm_index[use]]
+                    loss = loss + landmark_weight * (lm - lm_points[use]).square().sum(-1).mean()
+                if kind == "head" and variables.jaw is not None:
+                    loss = loss + layer.jaw_penalty(variables.jaw).sum()
+                if limits is not None and variables.pose is not None:
+                    loss = loss + prior * limits.penalty(layer.bone_rotations(kw["pose"])).sum()
+                loss.backward()  # type: ignore[union-attr]
+                return loss  # type: ignore[return-value]
+
+            opt.step(closure)
+        if hook is not None:
+            hook.remove()
+    params = {k: v.detach().clone() for k, v in variables.kwargs().items()}
+    with torch.no_grad():
+        out = run(params)
+    distances = {}
+    for k, t in tgt.items():
+        d, _ = t.tree.query(out.tissue(k)[0].numpy())
+        distances[k] = torch.from_numpy(d)
+    return ModelFit(params, out, distances, log, time.perf_counter() - start_time)
