@@ -162,6 +162,7 @@ class _Pairs:
     hit_point: torch.Tensor
     hit_normal: torch.Tensor
     hit_weight: torch.Tensor
+    colliding: int  # nodes inside an obstacle (or closer than the margin) at pairing
 
 
 def _plane_p2p(d: torch.Tensor, normal: torch.Tensor, p2p: float) -> torch.Tensor:
@@ -329,35 +330,45 @@ def register_volume(
     logs: list[VolumetricLog] = []
     for _ in range(iterations):
         pairs = _pair(x, faces, surf, target, tn, rim, tree, kk, cos_max, w, k_node, k_surf, obst, fixed)
-        y = (x[free] / scale).requires_grad_(True)
-        opt = torch.optim.LBFGS([y], lr=1.0, max_iter=inner_steps, history_size=20, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-10, tolerance_change=1e-14)
-        evals = 0
-
-        def closure() -> torch.Tensor:
-            nonlocal evals
-            evals += 1
-            opt.zero_grad()
-            xx = x.index_put((free,), y * scale)
-            e_el, g_el = forces(xx.detach())
-            other = sum(_terms(xx, pairs, w, soft).values())
-            assert isinstance(other, torch.Tensor)
-            (other + (g_el * xx).sum()).backward()
-            return (e_el + other).detach()
-
-        opt.step(closure)
+        x, evals = _minimise(x, free, scale, pairs, w, soft, forces, inner_steps)
         with torch.no_grad():
-            x = x.index_put((free,), y.detach() * scale)
             e_el = forces(x)[0]
             terms = {"elastic": float(e_el)} | {k: float(v) for k, v in _terms(x, pairs, w, soft).items()}
             dist, _ = tree.query(_to_numpy(x[surf]), workers=_workers(len(surf)))
         logs.append(VolumetricLog(energy=sum(terms.values()), terms=terms, mean_residual=float(dist.mean()),
-                                  colliding=int((pairs.hit_weight > 0).sum()),
+                                  colliding=pairs.colliding,
                                   inverted=int(inverted_tets(x, data)), evaluations=evals))
     dist, _ = tree.query(_to_numpy(x[surf]), workers=_workers(len(surf)))
     return VolumetricResult(nodes=x.to(x_in.device, x_in.dtype), log=tuple(logs), inverted=logs[-1].inverted,
                             residual=torch.from_numpy(dist).to(x_in.device, x_in.dtype), surface_nodes=surf,
                             seconds=time.perf_counter() - clock)
+
+
+def _minimise(x: torch.Tensor, free: torch.Tensor, scale: torch.Tensor, pairs: _Pairs, w: VolumetricWeights,
+              soft: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, forces: _Forces, steps: int
+              ) -> tuple[torch.Tensor, int]:
+    """L-BFGS (strong Wolfe) over the free nodes for fixed pairs; returns the nodes and the evaluations.
+
+    The unknowns are the free coordinates divided by ``scale`` (Jacobi scaling); the elastic
+    forces come without autograd and enter the backward pass as ``g . x``.
+    """
+    y = (x[free] / scale).requires_grad_(True)
+    opt = torch.optim.LBFGS([y], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-10, tolerance_change=1e-14)
+    evals = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal evals
+        evals += 1
+        opt.zero_grad()
+        xx = x.index_put((free,), y * scale)
+        e_el, g_el = forces(xx.detach())
+        other = torch.stack(list(_terms(xx, pairs, w, soft).values())).sum()
+        (other + (g_el * xx).sum()).backward()
+        return (e_el + other).detach()
+
+    opt.step(closure)
+    return x.index_put((free,), y.detach() * scale), evals
 
 
 def _pair(x: torch.Tensor, faces: torch.Tensor, surf: torch.Tensor, target: torch.Tensor, tn: torch.Tensor,
@@ -386,6 +397,7 @@ def _pair(x: torch.Tensor, faces: torch.Tensor, surf: torch.Tensor, target: torc
         wb = _robust_weights(cp.distance ** 2, ok_b, w.robust_scale) * (w.back * k_surf * len(surf) / len(target))
         # collisions: free nodes inside an obstacle or within the band of its surface
         hit_node, hit_point, hit_normal = [], [], []
+        colliding = 0
         for verts, ofaces in obst:
             cand = torch.nonzero(~fixed).flatten()
             lo, hi = verts.min(0).values - w.collision_band, verts.max(0).values + w.collision_band
@@ -394,6 +406,7 @@ def _pair(x: torch.Tensor, faces: torch.Tensor, surf: torch.Tensor, target: torc
                 continue
             sd = signed_distance_to_faces(x[cand][None], verts[None], ofaces, confirm_inside=False)
             near = sd.distance[0] < w.collision_margin + w.collision_band
+            colliding += int((sd.distance[0] < w.collision_margin).sum())
             hit_node.append(cand[near])
             hit_point.append(sd.closest[0][near])
             hit_normal.append(sd.normal[0][near])
@@ -407,4 +420,4 @@ def _pair(x: torch.Tensor, faces: torch.Tensor, surf: torch.Tensor, target: torc
     return _Pairs(fit_node=surf.repeat_interleave(kk), fit_point=q.reshape(-1, 3), fit_normal=qn.reshape(-1, 3),
                   fit_weight=wf.reshape(-1), back_face=faces[cp.face_index], back_bary=cp.barycentric.detach(),
                   back_point=target, back_normal=tn, back_weight=wb, hit_node=hn, hit_point=hp, hit_normal=hnm,
-                  hit_weight=hw)
+                  hit_weight=hw, colliding=colliding)
