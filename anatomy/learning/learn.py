@@ -9,12 +9,15 @@
   made keeps the base's field); else they are principal components. The shape space comes from one
   registration per subject (the pre session when there is one), aligned by generalised Procrustes,
   with the trait directions projected out.
-* **Hand** (base: ``bones``, ``muscles``, ``skin``): the shape space from one rest-pose registration per
-  subject (session ``pose00`` or ``rest``, else the subject's only one). Posed registrations need the
-  pose removed first, which this does not do yet.
+* **Hand** (base: ``bones``, ``muscles``, ``skin``): without posed registrations, the shape space from
+  one rest-pose registration per subject (session ``pose00`` or ``rest``, else the subject's only one).
+  When posed registrations carry their fitted pose (``params.pose`` of the phantom datasets' manifest,
+  ``(1, 20, 3)``), :func:`learn_posed_hand` learns the articulation from all of them (skinning weights,
+  joint regressor, pose correctives, pose PCA; :mod:`~anatomy.learning.articulation`) and the shape
+  space from the unposed rest meshes.
 
 The template becomes the learned shape mean; the base's rig (joints, skinning weights, landmarks, pose
-correctives, limits) is kept.
+correctives, limits) is kept, except what :func:`learn_posed_hand` learns.
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ import numpy as np
 import torch
 
 from ..core.alignment import procrustes
-from ..core.errors import ParameterError
+from ..core.errors import ParameterError, ShapeError
 from ..io.model_data import ModelData
-from .model_file import with_learned_spaces
+from ..io.official_nimble import BONE_TO_JOINT
+from .articulation import learn_articulation
+from .model_file import with_learned_articulation, with_learned_spaces
+from .pose_space import pose_pca
 from .registrations import Registration, read_registrations
 from .shape_space import LinearSpace, align_meshes, fit_linear_space, trait_space
 
-__all__ = ["learn_model", "leave_one_out_error"]
+__all__ = ["learn_model", "learn_posed_hand", "leave_one_out_error"]
 
 _REST_SESSIONS = ("pose00", "rest", "pre", "")
 
@@ -100,6 +106,48 @@ def _head_traits(regs: Sequence[Registration], base: ModelData, variance: float
     return space, named, len(complete)
 
 
+def learn_posed_hand(
+    base: ModelData, meshes: Any, poses: Any, subjects: Sequence[str] | Any, *, transl: Any = None,
+    components: int | None = None, variance: float = 0.99, iterations: int = 3,
+    provenance: dict[str, Any] | None = None, **options: Any,
+) -> tuple[ModelData, dict[str, Any]]:
+    """A hand model file learned from posed meshes ``(N, V, 3)`` in the base's vertex order with their
+    fitted poses ``(N, 20, 3)`` (Nimble axis-angle rows) and subject labels ``(N,)``: skinning weights,
+    joint regressor, pose correctives and poses by :func:`~anatomy.learning.articulation.learn_articulation`
+    (``options`` go there), the shape space from the learned rest meshes, the pose PCA
+    (:func:`~anatomy.learning.pose_pca`) from the re-fitted poses. Give every subject a rest scan (pose
+    rows all zero but the root). Returns the ``ModelData`` (``Nimble(data)``) and a report."""
+    bone_poses = torch.as_tensor(poses, dtype=torch.float64)
+    if bone_poses.dim() != 3 or bone_poses.shape[1:] != (len(BONE_TO_JOINT), 3):
+        raise ShapeError(f"poses must be (N, {len(BONE_TO_JOINT)}, 3) Nimble axis-angle rows; got "
+                         f"{tuple(bone_poses.shape)}.")
+    labels = sorted(set(subjects))
+    subj = torch.tensor([labels.index(s) for s in subjects])
+    if len(labels) < 2:
+        raise ParameterError(f"a shape space needs posed registrations of at least 2 subjects; got {len(labels)}.")
+    joint_poses = bone_poses.new_zeros(bone_poses.shape[0], base.num_joints, 3)
+    joint_poses[:, list(BONE_TO_JOINT)] = bone_poses
+    art = learn_articulation(meshes, joint_poses, subj, base.template, base.skinning_weights, base.joint_regressor,
+                             base.parents, transl=transl, iterations=iterations, **options)
+    shape = fit_linear_space(art.rest, components=None if components is None else min(components, len(labels) - 1),
+                             variance=variance)
+    fitted = art.poses[:, list(BONE_TO_JOINT)]
+    extras, pca_report = pose_pca(fitted) if fitted.shape[0] > 2 else ({}, None)
+    report: dict[str, Any] = {
+        "posed_meshes": int(bone_poses.shape[0]), "subjects": len(labels),
+        "feature_joints": [base.joint_names[j] for j in art.feature_joints],
+        "training_error_mm": [round(h, 4) for h in art.history],
+        "shape": {"components": shape.num_components, "explained": [round(float(e), 4) for e in shape.explained]},
+        "pose_pca": pca_report,
+    }
+    data = with_learned_articulation(base, shape, art.weights, art.regressor, art.pose_basis, art.feature_joints,
+                                     pose_extras=extras, provenance={
+                                         "articulation": {"method": "SMPL-style alternating optimisation",
+                                                          "iterations": iterations, **report},
+                                         **(provenance or {})})
+    return data, report
+
+
 def learn_model(
     registrations: str | Path | Sequence[Registration], base: ModelData, *, components: int | None = None,
     variance: float = 0.99, provenance: dict[str, Any] | None = None,
@@ -128,6 +176,19 @@ def learn_model(
             named = ("trait",) if is_named else ()
             report["trait"] = {"components": trait.num_components, "named": is_named,
                                "explained": [round(float(e), 4) for e in trait.explained]}
+    if hand and not head:
+        posed = [r for r in regs if r.session not in _REST_SESSIONS]
+        if posed and all("pose" in r.info.get("params", {}) for r in regs):
+            poses = np.concatenate([np.asarray(r.info["params"]["pose"], dtype=np.float64).reshape(1, -1, 3)
+                                    for r in regs])
+            data, hand_report = learn_posed_hand(
+                base, torch.from_numpy(np.stack([r.vertices for r in regs])), poses, [r.subject for r in regs],
+                components=components, variance=variance,
+                provenance={"registrations": len(regs), **(provenance or {})})
+            report.update(hand_report)
+            return data, report
+        if posed:
+            report["posed_ignored"] = "posed sessions lack params.pose; only the rest sessions were used"
     chosen = _one_per_subject(regs, _REST_SESSIONS)
     if len(chosen) < 2:
         raise ParameterError(f"a shape space needs registrations of at least 2 subjects; got {len(chosen)}.")

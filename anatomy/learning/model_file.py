@@ -77,3 +77,33 @@ def with_learned_spaces(
     }
     out.meta = meta
     return out
+
+
+def with_learned_articulation(
+    base: ModelData, shape: LinearSpace, weights: torch.Tensor, regressor: torch.Tensor, pose_basis: torch.Tensor,
+    feature_joints: tuple[int, ...], *, pose_extras: Mapping[str, torch.Tensor] | None = None,
+    provenance: Mapping[str, Any] | None = None, dtype: torch.dtype = torch.float32,
+) -> ModelData:
+    """:func:`with_learned_spaces` with ``{"shape": shape}``, plus a learned rig: skinning ``weights (V, J)``
+    and joint ``regressor (J, V)`` (stored sparse), pose correctives ``pose_basis (9 F, V, 3)`` driven by
+    ``feature_joints`` (turned into the base's frame with the shape space), and optionally new extras
+    (e.g. the pose PCA of :func:`~anatomy.learning.pose_pca`). ``provenance`` goes to
+    ``meta["provenance"]["learned"]`` (see :func:`with_learned_spaces`).
+    """
+    v, j = base.num_vertices, base.num_joints
+    if tuple(weights.shape) != (v, j) or tuple(regressor.shape) != (j, v):
+        raise ShapeError(f"weights must be ({v}, {j}) and regressor ({j}, {v}) for the base model; got "
+                         f"{tuple(weights.shape)} and {tuple(regressor.shape)}.")
+    if tuple(pose_basis.shape) != (9 * len(feature_joints), v, 3):
+        raise ShapeError(f"pose_basis must be ({9 * len(feature_joints)}, {v}, 3) for {len(feature_joints)} "
+                         f"feature joints; got {tuple(pose_basis.shape)}.")
+    out = with_learned_spaces(base, {"shape": shape}, provenance=provenance, dtype=dtype)
+    frame = procrustes(shape.mean.detach().double().cpu(), base.template.detach().double().cpu())
+    out.skinning_weights = weights.detach().double().cpu().to(dtype).to_sparse_coo().coalesce()
+    out.joint_regressor = regressor.detach().double().cpu().to(dtype).to_sparse_coo().coalesce()
+    out.pose_basis = (pose_basis.detach().double().cpu() @ frame.rotation.T).to(dtype).contiguous()
+    out.pose_feature_joints = [int(f) for f in feature_joints]
+    out.extras = dict(base.extras)
+    for key, value in (pose_extras or {}).items():
+        out.extras[key] = value.detach().cpu().to(dtype).contiguous()
+    return out
