@@ -10,6 +10,9 @@ poses with a zero root). In the model's extras (see :class:`anatomy.Nimble`):
 * ``pose_pca_pm_mean (C,)``: zero (the coefficients are centred by construction),
 
 so ``full = basis^T (theta * pm_std + pm_mean) + mean`` and ``theta ~ N(0, 1)`` over the training poses.
+
+:func:`bulge_correctives` makes a known pose-corrective basis (smooth bulges at the joints) to test and
+benchmark the learning of correctives against.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from ..core.errors import ParameterError, ShapeError
 from .shape_space import fit_linear_space
 
-__all__ = ["pose_pca", "pose_pca_coefficients"]
+__all__ = ["bulge_correctives", "pose_pca", "pose_pca_coefficients"]
 
 #: ``Nimble(data, pose_mode="pca")`` keeps 30 components unless told otherwise.
 NIMBLE_DEFAULT_COMPONENTS = 30
@@ -77,3 +80,22 @@ def pose_pca_coefficients(extras: dict[str, torch.Tensor], poses: Any) -> torch.
     proj = (p[:, 1:].reshape(p.shape[0], -1) - extras["pose_pca_mean"].double()) @ basis.T
     theta = (proj - extras["pose_pca_pm_mean"].double()) / std.where(std > 0, torch.ones_like(std))
     return theta * (std > 0)
+
+
+def bulge_correctives(template: torch.Tensor, weights: torch.Tensor, joints: torch.Tensor, parents: list[int],
+                      feature_joints: list[int], *, amplitude: float = 4.0, sigma: float = 10.0,
+                      seed: int = 0) -> torch.Tensor:
+    """A synthetic pose-corrective basis ``(9 F, V, 3)`` (``ModelData.pose_basis`` convention): for feature
+    joint ``j`` and entry ``e`` of ``R_j - I``, a bulge of ``amplitude`` mm along a random fixed direction,
+    a Gaussian of ``sigma`` mm about the joint centre times the skinning weight of ``j`` and its parent
+    (so it stays on the two bones the joint bends)."""
+    w = (weights.to_dense() if weights.is_sparse else weights).double()
+    x = template.double()
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.zeros(9 * len(feature_joints), x.shape[0], 3, dtype=torch.float64)
+    for i, j in enumerate(feature_joints):
+        near = w[:, j] + (w[:, parents[j]] if parents[j] >= 0 else 0.0)
+        bump = near * torch.exp(-(x - joints[j].double()).pow(2).sum(1) / (2 * sigma**2))
+        d = torch.randn(9, 3, generator=g, dtype=torch.float64)
+        basis[9 * i:9 * i + 9] = amplitude * bump[None, :, None] * (d / d.norm(dim=1, keepdim=True))[:, None]
+    return basis

@@ -16,6 +16,7 @@ from anatomy.core.rotations import axis_angle_to_matrix
 from anatomy.io import load_model, save_model
 from anatomy.io.official_nimble import BONE_TO_JOINT
 from anatomy.learning import (
+    bulge_correctives,
     fit_linear_space,
     fit_poses,
     learn_articulation,
@@ -24,7 +25,8 @@ from anatomy.learning import (
     pose_pca_coefficients,
     with_learned_articulation,
 )
-from anatomy.learning.articulation import _posed, simplex_lstsq
+from anatomy.learning.articulation import simplex_lstsq
+from anatomy.learning.pose_fit import _posed
 from anatomy.models.nimble import default_hand_path
 
 SUBJECTS, TRAIN, HELD = 4, 8, 3
@@ -32,20 +34,12 @@ ROWS = [0, 4, 5, 6, 7, 8, 9, 10, 11]  # root, index and middle fingers move; the
 
 
 def _generator(base: anatomy.io.ModelData) -> anatomy.io.ModelData:
-    """The base hand with a known corrective: per moving joint j and entry e of R_j - I, a smooth bulge
-    (4 mm, Gaussian of 10 mm about the joint) along a fixed direction, on the vertices of j and its parent."""
-    w = base.skinning_weights.to_dense().double()
-    x = base.template.double()
-    joints = base.joint_regressor.to_dense().double() @ x
+    """The base hand with a known corrective (:func:`bulge_correctives`: 4 mm bulges at every joint)."""
     feats = [j for j in BONE_TO_JOINT if j != 0]
-    g = torch.Generator().manual_seed(0)
-    basis = torch.zeros(9 * len(feats), x.shape[0], 3, dtype=torch.float64)
-    for i, j in enumerate(feats):
-        bump = (w[:, j] + w[:, base.parents[j]]) * torch.exp(-(x - joints[j]).pow(2).sum(1) / 200.0)
-        d = torch.randn(9, 3, generator=g, dtype=torch.float64)
-        basis[9 * i:9 * i + 9] = 4.0 * bump[None, :, None] * (d / d.norm(dim=1, keepdim=True))[:, None]
+    joints = base.joint_regressor.to_dense().double() @ base.template.double()
     data = copy.copy(base)
-    data.pose_basis, data.pose_feature_joints = basis.float(), feats
+    data.pose_basis = bulge_correctives(base.template, base.skinning_weights, joints, base.parents, feats).float()
+    data.pose_feature_joints = feats
     return data
 
 
@@ -167,7 +161,8 @@ def test_learned_correctives_reproduce_held_out_poses(setup: dict) -> None:
         p, t, _ = fit_poses(setup["meshes"][held], art.rest[sub], art.rest_joints[sub], art.weights, base.parents,
                             setup["noisy"][held], transl=setup["tnoisy"][held], free=[0, *art.feature_joints],
                             pose_basis=basis, feature_joints=feats, vertex_ids=ids, steps=6)
-        out, _ = _posed(art.rest[sub], art.rest_joints[sub], art.weights, tree, axis_angle_to_matrix(p), t, basis, feats)
+        rot = axis_angle_to_matrix(p)
+        out, _ = _posed(art.rest[sub], art.rest_joints[sub], art.weights, tree, rot, t, basis, feats)
         return float((out - setup["meshes"][held]).norm(dim=-1).mean())
 
     with_c, without = error(art.pose_basis, art.feature_joints), error(None, ())
