@@ -185,6 +185,11 @@ def _terms(x: torch.Tensor, pairs: _Pairs, w: VolumetricWeights, soft: tuple[tor
     return out
 
 
+def _on(t: object, dev: torch.device) -> object:
+    """``t`` moved to ``dev`` when it is a tensor (checks name anything else)."""
+    return t.to(dev) if isinstance(t, torch.Tensor) else t
+
+
 def _check_obstacles(obstacles: Sequence[tuple[torch.Tensor, torch.Tensor]], ref: torch.Tensor
                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if not isinstance(obstacles, list | tuple):
@@ -196,7 +201,7 @@ def _check_obstacles(obstacles: Sequence[tuple[torch.Tensor, torch.Tensor]], ref
             raise ParameterError(f"obstacles[{i}] must be a pair (vertices (V, 3), faces (F, 3)) of a closed, "
                                  f"outward-wound mesh.")
         v = _check_points(item[0], f"obstacles[{i}] vertices", batched=False).detach().to(ref)
-        out.append((v, _check_faces(item[1], f"obstacles[{i}] faces", v.shape[0], v)))
+        out.append((v, _check_faces(_on(item[1], v.device), f"obstacles[{i}] faces", v.shape[0], v)))
     return out
 
 
@@ -277,7 +282,7 @@ def register_volume(
     data = tet_rest_data(rest, check_tensor(tets, "tets").to(dev))
     target = _check_points(target_points, "target_points", batched=False).detach().to(dev, dtype)
     faces = boundary_faces(data.tets, n) if surface_faces is None else \
-        _check_faces(surface_faces, "surface_faces", n, rest)
+        _check_faces(_on(surface_faces, dev), "surface_faces", n, rest)
     material = StableNeoHookean() if material is None else material
     w = VolumetricWeights() if weights is None else weights
     if not isinstance(w, VolumetricWeights):
@@ -340,7 +345,8 @@ def register_volume(
                                   inverted=int(inverted_tets(x, data)), evaluations=evals))
     dist, _ = tree.query(_to_numpy(x[surf]), workers=_workers(len(surf)))
     return VolumetricResult(nodes=x.to(x_in.device, x_in.dtype), log=tuple(logs), inverted=logs[-1].inverted,
-                            residual=torch.from_numpy(dist).to(x_in.device, x_in.dtype), surface_nodes=surf,
+                            residual=torch.from_numpy(dist).to(x_in.device, x_in.dtype),
+                            surface_nodes=surf.to(x_in.device),
                             seconds=time.perf_counter() - clock)
 
 
