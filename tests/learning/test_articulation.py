@@ -16,10 +16,12 @@ from anatomy.core.rotations import axis_angle_to_matrix
 from anatomy.io import load_model, save_model
 from anatomy.io.official_nimble import BONE_TO_JOINT
 from anatomy.learning import (
+    Registration,
     bulge_correctives,
     fit_linear_space,
     fit_poses,
     learn_articulation,
+    learn_model,
     learn_posed_hand,
     pose_pca,
     pose_pca_coefficients,
@@ -212,3 +214,23 @@ def test_bad_input() -> None:
         learn_posed_hand(base, meshes, torch.zeros(6, 19, 3), ["a"] * 6)
     with pytest.raises(ParameterError, match="at least 2 subjects"):
         learn_posed_hand(base, meshes, torch.zeros(6, 20, 3), ["a"] * 6)
+
+
+def test_learn_model_takes_posed_hand_registrations(setup: dict) -> None:
+    """learn_model's hand branch: registrations with their poses (phantom manifests' params.pose) go
+    through learn_posed_hand; the model file has learned weights, correctives and a pose PCA."""
+    base = setup["base"]
+    per = TRAIN + HELD
+    regs = []
+    for i in [0, 1, 2, 3, per, per + 1, per + 2, per + 3]:
+        bones = setup["pose"][i:i + 1, list(BONE_TO_JOINT)]
+        regs.append(Registration(f"sub-{int(setup['sub'][i])}", f"pose{i % per:02d}", Path("."),
+                                 setup["meshes"][i].numpy(), {"params": {"pose": bones.tolist()}}))
+    data, report = learn_model(regs, base)
+    assert report["posed_meshes"] == 8 and report["subjects"] == 2 and report["shape"]["components"] == 1
+    assert report["feature_joints"] == ["met2", "pro2", "int2", "dis2", "met3", "pro3", "int3", "dis3"]
+    assert report["training_error_mm"][-1] < 0.2
+    assert data.pose_basis is not None and data.pose_basis.shape == (72, base.num_vertices, 3)
+    assert data.meta["provenance"]["learned"]["articulation"]["subjects"] == 2
+    hand = anatomy.Nimble(data, pose_mode="pca", dtype=torch.float64)
+    assert hand.num_pose_pca == 30
