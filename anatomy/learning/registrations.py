@@ -6,9 +6,10 @@ with the base tissue's vertex count and order, in world mm. Two layouts are read
 
 * a folder with ``manifest.json`` (the phantom datasets of :mod:`anatomy.scans.datasets`, whose meshes
   are exact registrations): every sample entry, with its subject, session and parameters;
-* any other folder: every sub-folder (any depth) that holds all the tissue files; the subject is the
-  first path part below the root and the session the last (``sub-003/ses-post`` -> ``sub-003``,
-  ``post``).
+* any other folder (e.g. the output of ``anatomy register``): every sub-folder (any depth) that holds
+  all the tissue files, except unfinished ``*.partial-*`` ones; the subject is the first path part below
+  the root and the session the last (``sub-003/ses-post`` -> ``sub-003``, ``post``); the layer
+  parameters of a ``params.json`` beside the meshes go into ``info["params"]``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ def _stack(files: Sequence[Path], tissues: Sequence[tuple[str, int]]) -> np.ndar
     return np.concatenate(parts)
 
 
+def _params_info(folder: Path) -> dict[str, Any]:
+    """``{"params": ...}`` of the ``params.json`` that ``anatomy register`` writes beside the meshes, if any."""
+    path = folder / "params.json"
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ModelFileError(f"{path} is not readable JSON ({err}); remove or repair it.") from None
+    return {"params": doc["params"]} if isinstance(doc, dict) and isinstance(doc.get("params"), dict) else {}
+
+
 def read_registrations(folder: str | Path, tissues: Sequence[tuple[str, int]]) -> list[Registration]:
     """Every registration under ``folder`` (see the module text), for tissues ``[(name, vertex count)]``
     in the base model's order. Raises :class:`ModelFileError` when there is none or a file is unreadable,
@@ -89,11 +102,12 @@ def read_registrations(folder: str | Path, tissues: Sequence[tuple[str, int]]) -
     else:
         for sub in sorted(p for p in root.rglob("*") if p.is_dir()):
             found = [_mesh_file(sub, n) for n in names]
-            if any(f is None for f in found):
-                continue
             rel = sub.relative_to(root).parts
+            if any(f is None for f in found) or any(".partial" in part for part in rel):
+                continue  # not a registration, or an unfinished one (anatomy.pipeline)
             session = rel[-1].removeprefix("ses-") if len(rel) > 1 else ""
-            out.append(Registration(rel[0], session, sub, _stack([f for f in found if f is not None], tissues)))
+            out.append(Registration(rel[0], session, sub, _stack([f for f in found if f is not None], tissues),
+                                    _params_info(sub)))
         if (root / f"{names[0]}.ply").is_file() or (root / f"{names[0]}.obj").is_file():
             found = [_mesh_file(root, n) for n in names]
             if all(f is not None for f in found):

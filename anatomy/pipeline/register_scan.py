@@ -1,0 +1,189 @@
+"""Register one scan: target surfaces, model-based fit, free-form residual, a result folder.
+
+:func:`register_scan` writes, into a new folder:
+
+* ``<tissue>.ply`` per model tissue: the registered mesh, in the template's vertex order and the scan's
+  world mm (RAS+); tissues without a target follow the fitted model;
+* ``params.json``: the fitted layer parameters (what ``Sculptor(**params)`` / ``Nimble(**params)`` take);
+* ``residuals.npz``: per tissue, each registered vertex's distance (mm) to the target surface;
+* ``report.json``: per tissue mean / 95th-percentile residual (mm) before and after the free-form step,
+  the seconds of each step, inputs and settings;
+* ``overlay.png`` (unless ``picture=False``): scan slices with the labels and the registered surfaces.
+
+The folder is built as ``<name>.partial-<pid>-<random>`` beside it and renamed when complete, so a folder
+without that suffix is always a finished result; leftovers of interrupted runs are removed by
+:func:`~anatomy.pipeline.runner.run_registrations`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.errors import ParameterError
+from ..core.nearest import point_to_surface_distance
+from ..core.surface import vertex_normals
+from ..io import load_model, write_ply
+from ..io._atomic import write_atomic
+from ..models import Nimble, Sculptor
+from ..registration import NonRigidWeights, fit_model_to_surfaces, nonrigid_register
+from ..scans import Volume, read_volume
+from .targets import scan_targets
+
+__all__ = ["PARTIAL", "layer_for", "register_scan"]
+
+PARTIAL = ".partial"
+# the free-form step after the model fit: every vertex lightly tied to its fitted place (the landmark term), so
+# it moves onto the surface without sliding along it (the fit's correspondence is the better one)
+_ANCHORED = NonRigidWeights(landmark=0.1)
+
+
+def layer_for(spec: str | os.PathLike[str]) -> tuple[str, torch.nn.Module]:
+    """``("head" | "hand", layer)`` of a model name (``head``, ``hand``) or model file."""
+    if spec in ("head", "hand"):
+        return str(spec), (Sculptor() if spec == "head" else Nimble())
+    path = Path(os.fspath(spec))
+    if not path.exists():
+        raise ParameterError(f"model {spec!r} is neither 'head', 'hand' nor an existing model file.")
+    data = load_model(path)
+    names = {t.name for t in data.tissues}
+    if {"skull", "mandible", "face"} <= names:
+        return "head", Sculptor(data)
+    if {"bones", "skin"} <= names:
+        return "hand", Nimble(data)
+    raise ParameterError(f"model file {path} has tissues {sorted(names)}: neither a head (skull, mandible, face) "
+                         f"nor a hand (bones, muscles, skin).")
+
+
+def _stats(d: np.ndarray) -> dict[str, float]:
+    return {"mean_mm": float(d.mean()), "p95_mm": float(np.quantile(d, 0.95))}
+
+
+def _distance(verts: torch.Tensor, surface: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    v = torch.as_tensor(surface[0], dtype=torch.float64)
+    f = torch.as_tensor(surface[1], dtype=torch.long)
+    return point_to_surface_distance(verts.double(), v, f, squared=False, reduction="none").numpy()
+
+
+def _json(path: Path, doc: object) -> None:
+    write_atomic(path, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode("utf-8"))
+
+
+def register_scan(
+    model: str | os.PathLike[str],
+    scan: str | os.PathLike[str] | Volume,
+    out: str | os.PathLike[str],
+    *,
+    labels: str | os.PathLike[str] | Volume | None = None,
+    landmarks: Mapping[str, Any] | None = None,
+    spacing: Any = None,
+    vertices: int = 20_000,
+    free_form: bool = True,
+    picture: bool = True,
+) -> dict[str, Any]:
+    """Register ``scan`` (a path any :func:`~anatomy.scans.read_volume` reads, or a Volume) with ``model``
+    (``"head"``, ``"hand"`` or a model file) into the new folder ``out``; returns the report.
+
+    Args:
+        labels: a phantom label map on the scan's grid (the datasets' ``labels.nii.gz``), used instead of
+            segmenting the scan (a hand MRI needs one for its bones and muscles).
+        landmarks: named points in world mm (the hand's 21 keypoints, the head's landmarks); see
+            :func:`~anatomy.registration.fit_model_to_surfaces`. A posed hand needs its keypoints.
+        spacing: voxel size of a PNG/TIFF slice stack.
+        vertices: the target surfaces are decimated to about this many vertices each.
+        free_form: run the non-rigid residual step after the model fit (``False``: the model fit only).
+        picture: write ``overlay.png``.
+
+    Raises:
+        ParameterError: ``out`` exists (a finished result is never replaced), bad inputs.
+    """
+    final = Path(os.fspath(out))
+    if final.exists():
+        raise ParameterError(f"{final} exists; registrations are never overwritten (remove it to redo the scan).")
+    # a folder of this attempt's own: two attempts of one scan (a retried task whose first worker was not
+    # dead after all) never write into each other's files; the first to finish publishes its folder
+    partial = final.with_name(f"{final.name}{PARTIAL}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    kind, layer = layer_for(model)
+    volume = scan if isinstance(scan, Volume) else read_volume(scan, spacing=spacing)
+    label_map = labels if labels is None or isinstance(labels, Volume) else read_volume(labels)
+    times["read"] = time.perf_counter() - t0
+    targets = scan_targets(kind, volume, label_map, vertices=vertices)
+    times.update(targets.seconds)
+    points = {}
+    for name, (v, f) in targets.surfaces.items():
+        vt = torch.as_tensor(v, dtype=torch.float64)
+        points[name] = (vt, vertex_normals(vt, torch.as_tensor(f, dtype=torch.long)))
+    t1 = time.perf_counter()
+    fit = fit_model_to_surfaces(layer, points, landmarks=landmarks)
+    times["model_fit"] = time.perf_counter() - t1
+    out_meshes: dict[str, torch.Tensor] = {}
+    faces: dict[str, torch.Tensor] = {}
+    report_tissues: dict[str, Any] = {}
+    residuals: dict[str, np.ndarray] = {}
+    for name in fit.output.tissue_names:
+        verts = fit.output.tissue(name)[0].detach().double()
+        faces[name] = fit.output.faces(name).cpu()
+        entry: dict[str, Any] = {"target": name in targets.surfaces, "vertices": int(verts.shape[0])}
+        if name in targets.surfaces:
+            before = _distance(verts, targets.surfaces[name])
+            entry["model_fit"] = _stats(before)
+            if free_form and name != "muscles":
+                t2 = time.perf_counter()
+                res = nonrigid_register(verts, faces[name], *points[name], levels=(256, 1024), iterations=4,
+                                        landmarks=(torch.arange(len(verts)), verts), weights=_ANCHORED)
+                times[f"free_form_{name}"] = time.perf_counter() - t2
+                verts = res.vertices.double()
+            after = _distance(verts, targets.surfaces[name])
+            entry["registered"] = _stats(after)
+            residuals[name] = after.astype(np.float32)
+        out_meshes[name] = verts
+        report_tissues[name] = entry
+
+    partial.mkdir(parents=True)
+    for name, verts in out_meshes.items():
+        write_ply(partial / f"{name}.ply", verts.float(), faces[name])
+    _json(partial / "params.json", {"model": str(model), "kind": kind, "units": "mm, radians (axis-angle)",
+                                    "params": {k: v.tolist() for k, v in fit.params.items()}})
+    buffer = _npz(residuals)
+    write_atomic(partial / "residuals.npz", buffer)
+    if picture:
+        from ..vis.slices import render_slices
+
+        t3 = time.perf_counter()
+        surf = {k: (v.numpy(), faces[k].numpy()) for k, v in out_meshes.items() if k != "muscles"}
+        render_slices(volume, targets.labels, partial / "overlay.png", surfaces=surf)
+        times["picture"] = time.perf_counter() - t3
+    times["total"] = time.perf_counter() - t0
+    report: dict[str, Any] = {
+              "scan": str(scan) if not isinstance(scan, Volume) else "<Volume>", "model": str(model), "kind": kind,
+              "labels": None if labels is None or isinstance(labels, Volume) else str(labels),
+              "landmarks": sorted(landmarks) if landmarks else [], "tissues": report_tissues,
+              "model_fit_log": fit.log, "seconds": {k: round(v, 3) for k, v in times.items()}}
+    _json(partial / "report.json", report)
+    try:
+        partial.rename(final)  # atomic; refused when another attempt published first
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        if not (final / "report.json").exists():
+            raise
+        report["duplicate"] = True  # this attempt's result was dropped: the folder holds the first one's
+    return report
+
+
+def _npz(arrays: Mapping[str, np.ndarray]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **dict(arrays))  # type: ignore[arg-type]
+    return buffer.getvalue()

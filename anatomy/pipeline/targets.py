@@ -1,0 +1,82 @@
+"""From a scan (and, when given, its label map) to the target surfaces of a model's tissues.
+
+* **Head CT**: :func:`~anatomy.scans.segment_scan` (skin, skull, mandible by the template jaw split), then
+  :func:`~anatomy.scans.tissue_surfaces`; the model's ``face`` takes the skin.
+* **A phantom label map** (:class:`~anatomy.scans.PhantomTissue` codes: the datasets' ``labels.nii.gz``):
+  the head's bone is split into skull and mandible as for a CT; the hand's ``bones`` are the cortical and
+  cancellous voxels (every piece kept), its ``muscles`` the muscle voxels, its ``skin`` the body's outline.
+  An MRI of the hand needs one: bone is dark on MRI like air, so :func:`~anatomy.scans.segment_mri` finds
+  the skin only, and the hand is then fitted to its skin alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.errors import ParameterError
+from ..scans import PhantomTissue, Volume, extract_surface, from_phantom, segment_scan, tissue_surfaces
+
+__all__ = ["SurfaceTargets", "scan_targets"]
+
+#: scan surface name -> head model tissue
+HEAD_TISSUES = {"skin": "face", "skull": "skull", "mandible": "mandible"}
+_HAND_CODES = {
+    "bones": (int(PhantomTissue.CORTICAL), int(PhantomTissue.CANCELLOUS)),
+    "muscles": (int(PhantomTissue.MUSCLE),),
+    "skin": tuple(int(t) for t in PhantomTissue if t != PhantomTissue.AIR),
+}
+
+
+@dataclass(frozen=True)
+class SurfaceTargets:
+    """Target surfaces by model tissue: ``{tissue: (vertices (N, 3), faces (F, 3))}`` in world mm, the label
+    map they came from (for the picture) and the seconds of each step."""
+
+    surfaces: dict[str, tuple[np.ndarray, np.ndarray]]
+    labels: Volume
+    seconds: dict[str, float]
+
+
+def scan_targets(kind: str, scan: Volume, labels: Volume | None = None, *, vertices: int = 30_000
+                 ) -> SurfaceTargets:
+    """The target surfaces of model ``kind`` (``"head"`` or ``"hand"``) in ``scan`` (see the module text)."""
+    import time
+
+    if kind not in ("head", "hand"):
+        raise ParameterError(f"kind must be 'head' or 'hand', got {kind!r}.")
+    if labels is not None and labels.shape != scan.shape:
+        raise ParameterError(f"the label map's grid {labels.shape} differs from the scan's {scan.shape}; pass the "
+                             f"label map made on this scan.")
+    start = time.perf_counter()
+    if kind == "head":
+        seg = (from_phantom(labels, split_jaw=True) if labels is not None
+               else segment_scan(scan, scan.modality if scan.modality in ("ct", "mri") else "ct"))
+        seconds = {"segmentation": time.perf_counter() - start}
+        found, times = tissue_surfaces(seg, target_vertices=vertices)
+        seconds.update({f"surface_{k}": v for k, v in times.items()})
+        surfaces = {HEAD_TISSUES[k]: (s.vertices, s.faces) for k, s in found.items() if k in HEAD_TISSUES}
+        label_map = seg.labels
+    elif labels is None:
+        seg = segment_scan(scan, "mri" if scan.modality != "ct" else "ct")
+        seconds = {"segmentation": time.perf_counter() - start}
+        skin = extract_surface(seg.labels, label=tuple(int(v) for v in np.unique(seg.labels.data) if v),
+                               tissue="skin", target_vertices=vertices)
+        surfaces = {"skin": (skin.vertices, skin.faces)}
+        label_map = seg.labels
+    else:
+        seconds, surfaces = {}, {}
+        present = set(np.unique(labels.data).tolist())
+        for tissue, codes in _HAND_CODES.items():
+            if not present.intersection(codes):
+                continue
+            t0 = time.perf_counter()
+            s = extract_surface(labels, label=codes, tissue=tissue, target_vertices=vertices,
+                                largest_only=tissue == "skin")
+            surfaces[tissue] = (s.vertices, s.faces)
+            seconds[f"surface_{tissue}"] = time.perf_counter() - t0
+        label_map = labels
+    if not surfaces:
+        raise ParameterError(f"no {kind} tissue was found in the scan; check the modality and the label map.")
+    return SurfaceTargets(surfaces, label_map, seconds)
