@@ -266,9 +266,10 @@ def test_hand_recovers_settled_soft_tissue(hand) -> None:  # type: ignore[no-unt
     gen = torch.Generator().manual_seed(0)
     targets = {name: sample_surface(truth.tissue(name)[0].double(), truth.faces(name), 20000, generator=gen)
                for name in ("muscles", "skin")}
-    res = register_hand_soft_tissue(hand, {"pose": pose}, targets, iterations=3, presolve=0)
-    for name, bound in (("muscles", 0.8), ("skin", 1.0)):
+    res = register_hand_soft_tissue(hand, {"pose": pose}, targets, iterations=5)
+    # measured: muscles 1.37 -> 0.026 mm, skin 1.06 -> 0.15 mm (mean node error)
+    for name, bound in (("muscles", 0.1), ("skin", 0.3)):
         before = (out.tissue(name)[0].double() - truth.tissue(name)[0].double()).norm(dim=-1).mean()
         after = (res.output.tissue(name)[0].double() - truth.tissue(name)[0].double()).norm(dim=-1).mean()
-        assert float(after) < bound and float(after) < 0.7 * float(before)
+        assert float(after) < bound and float(after) < 0.5 * float(before)
     assert torch.equal(res.output.bones, out.bones)
