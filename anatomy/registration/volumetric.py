@@ -287,9 +287,10 @@ def register_volume(
     w = VolumetricWeights() if weights is None else weights
     if not isinstance(w, VolumetricWeights):
         raise ParameterError(f"weights must be a VolumetricWeights or None, got {type(w).__name__}.")
-    for name, value in (("iterations", iterations), ("inner_steps", inner_steps), ("presolve", presolve + 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ParameterError(f"{name} must be a positive int, got {value!r}.")
+    for name, value, least in (("iterations", iterations, 1), ("inner_steps", inner_steps, 1),
+                               ("presolve", presolve, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ParameterError(f"{name} must be an int >= {least}, got {value!r}.")
     attach = _check_attach(attach_ids, attach_positions, n, rest)
     obst = _check_obstacles(obstacles, rest)
     x = x_in.detach().to(dev, dtype).clone()

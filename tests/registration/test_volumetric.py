@@ -207,6 +207,8 @@ def test_bad_input() -> None:
         register_volume(nodes, tets, nodes, pts, obstacles=[nodes])  # type: ignore[list-item]
     with pytest.raises(ParameterError):
         register_volume(nodes, tets, nodes, pts, iterations=0)
+    with pytest.raises(ParameterError, match="presolve"):
+        register_volume(nodes, tets, nodes, pts, presolve=-1)
     with pytest.raises(ParameterError):
         register_volume(nodes, tets[:, [0, 2, 1, 3]], nodes, pts)  # inverted rest tets
     with pytest.raises(ParameterError):
