@@ -89,6 +89,7 @@ def register_scan(
     vertices: int = 20_000,
     free_form: bool = True,
     picture: bool = True,
+    fit: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Register ``scan`` (a path any :func:`~anatomy.scans.read_volume` reads, or a Volume) with ``model``
     (``"head"``, ``"hand"`` or a model file) into the new folder ``out``; returns the report.
@@ -102,6 +103,8 @@ def register_scan(
         vertices: the target surfaces are decimated to about this many vertices each.
         free_form: run the non-rigid residual step after the model fit (``False``: the model fit only).
         picture: write ``overlay.png``.
+        fit: more keyword arguments of :func:`~anatomy.registration.fit_model_to_surfaces` (``outer``,
+            ``inner``, ``max_points``, ``prior``...).
 
     Raises:
         ParameterError: ``out`` exists (a finished result is never replaced), bad inputs.
@@ -125,15 +128,15 @@ def register_scan(
         vt = torch.as_tensor(v, dtype=torch.float64)
         points[name] = (vt, vertex_normals(vt, torch.as_tensor(f, dtype=torch.long)))
     t1 = time.perf_counter()
-    fit = fit_model_to_surfaces(layer, points, landmarks=landmarks)
+    fitted = fit_model_to_surfaces(layer, points, landmarks=landmarks, **dict(fit or {}))
     times["model_fit"] = time.perf_counter() - t1
     out_meshes: dict[str, torch.Tensor] = {}
     faces: dict[str, torch.Tensor] = {}
     report_tissues: dict[str, Any] = {}
     residuals: dict[str, np.ndarray] = {}
-    for name in fit.output.tissue_names:
-        verts = fit.output.tissue(name)[0].detach().double()
-        faces[name] = fit.output.faces(name).cpu()
+    for name in fitted.output.tissue_names:
+        verts = fitted.output.tissue(name)[0].detach().double()
+        faces[name] = fitted.output.faces(name).cpu()
         entry: dict[str, Any] = {"target": name in targets.surfaces, "vertices": int(verts.shape[0])}
         if name in targets.surfaces:
             before = _distance(verts, targets.surfaces[name])
@@ -154,7 +157,7 @@ def register_scan(
     for name, verts in out_meshes.items():
         write_ply(partial / f"{name}.ply", verts.float(), faces[name])
     _json(partial / "params.json", {"model": str(model), "kind": kind, "units": "mm, radians (axis-angle)",
-                                    "params": {k: v.tolist() for k, v in fit.params.items()}})
+                                    "params": {k: v.tolist() for k, v in fitted.params.items()}})
     buffer = _npz(residuals)
     write_atomic(partial / "residuals.npz", buffer)
     if picture:
@@ -169,7 +172,7 @@ def register_scan(
               "scan": str(scan) if not isinstance(scan, Volume) else "<Volume>", "model": str(model), "kind": kind,
               "labels": None if labels is None or isinstance(labels, Volume) else str(labels),
               "landmarks": sorted(landmarks) if landmarks else [], "tissues": report_tissues,
-              "model_fit_log": fit.log, "seconds": {k: round(v, 3) for k, v in times.items()}}
+              "model_fit_log": fitted.log, "seconds": {k: round(v, 3) for k, v in times.items()}}
     _json(partial / "report.json", report)
     try:
         partial.rename(final)  # atomic; refused when another attempt published first

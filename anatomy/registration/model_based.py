@@ -24,9 +24,10 @@ The result is in correspondence with the template; the free-form residual is lef
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,8 @@ class ModelFit:
     """What :func:`fit_model_to_surfaces` found.
 
     ``params``: the layer's keyword arguments (batch 1) of the fit; ``output``: the layer's output for
-    them; ``distances``: per tissue, the distance (mm) of every fitted vertex to its nearest target point;
+    them; ``distances``: per tissue, the distance (mm) of every fitted vertex to the target surface (to the
+    tangent plane of its nearest target point);
     ``log``: ``(stage, mean pair distance mm)`` per outer iteration; ``seconds``: wall time.
     """
 
@@ -110,7 +112,7 @@ def _rim_vertices(faces: torch.Tensor, n: int) -> torch.Tensor:
 class _Vars:
     """The free parameters of one fit and how they map to the layer's keyword arguments."""
 
-    def __init__(self, model: torch.nn.Module, start: Any, kind: str) -> None:
+    def __init__(self, model: Any, start: Any, kind: str) -> None:
         dt = torch.float64
         self.kind = kind
         rot, trans, size = (torch.as_tensor(np.asarray(a), dtype=dt) for a in (start.rotation, start.translation,
@@ -128,7 +130,7 @@ class _Vars:
         self.jaw = torch.zeros(1, 3, dtype=dt, requires_grad=True) if kind == "head" else None
         self.pose = torch.zeros(1, 20, 3, dtype=dt, requires_grad=True) if kind == "hand" else None
 
-    def groups(self, stage: str, pose_rows: torch.Tensor | None) -> list[torch.Tensor]:
+    def groups(self, stage: str) -> list[torch.Tensor]:
         free = [self.orient, self.transl, self.log_scale]
         if stage != "global":
             free += [t for t in (self.jaw, self.pose) if t is not None]
@@ -145,7 +147,7 @@ class _Vars:
         return kw
 
 
-def _model_kind(model: torch.nn.Module) -> str:
+def _model_kind(model: Any) -> str:
     if isinstance(model, Sculptor):
         return "head"
     if isinstance(model, Nimble):
@@ -155,7 +157,7 @@ def _model_kind(model: torch.nn.Module) -> str:
     raise ParameterError(f"model must be a Sculptor or Nimble layer, got {type(model).__name__}.")
 
 
-def _stages(model: torch.nn.Module, kind: str, outer: int) -> list[tuple[str, torch.Tensor | None, int]]:
+def _stages(model: Any, kind: str, outer: int) -> list[tuple[str, torch.Tensor | None, int]]:
     """``(stage name, free pose rows or None, outer iterations)``."""
     if kind == "head":
         return [("global", None, outer), ("articulation", None, max(2, outer // 2)), ("all", None, outer)]
@@ -173,7 +175,7 @@ def _model_landmarks(output: Any, kind: str) -> torch.Tensor:
     return output.keypoints if kind == "hand" else output.landmarks
 
 
-def _landmarks(layer: torch.nn.Module, mean: Any, kind: str, given: Mapping[str, Any] | None
+def _landmarks(layer: Any, mean: Any, kind: str, given: Mapping[str, Any] | None
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Indices into the model's keypoints/landmarks and the given points ``(L, 3)`` float64."""
     if given is None or len(given) == 0:
@@ -190,13 +192,14 @@ def _landmarks(layer: torch.nn.Module, mean: Any, kind: str, given: Mapping[str,
     return torch.tensor([known.index(k) for k in given]), pts
 
 
-def _landmark_stages(layer: torch.nn.Module, kind: str, index: torch.Tensor) -> dict[str, torch.Tensor]:
+def _landmark_stages(layer: Any, kind: str, index: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per stage, which of the given landmarks pull (``(L,)`` bool); every one outside the hand's early stages."""
     every = torch.ones(len(index), dtype=torch.bool)
     if kind != "hand":
         return {"global": every, "all": every}
     names = [layer.keypoint_names[i] for i in index.tolist()]
-    stages, allowed = {"all": every}, ()
+    stages: dict[str, torch.Tensor] = {"all": every}
+    allowed: tuple[str, ...] = ()
     for stage, more in _LEVEL_KEYPOINTS.items():
         allowed = allowed + more
         stages[stage] = torch.tensor([n in allowed or n.endswith(allowed) for n in names], dtype=torch.bool)
@@ -248,7 +251,7 @@ class _Pairs:
 
 
 def fit_model_to_surfaces(
-    model: torch.nn.Module,
+    model: Any,
     targets: Mapping[str, Any],
     *,
     anchors: Sequence[str] | None = None,
@@ -291,90 +294,115 @@ def fit_model_to_surfaces(
         raise ParameterError(f"targets name tissues {unknown} that the model lacks; its tissues are {names}.")
     gen = torch.Generator().manual_seed(seed)
     tgt = {k: _as_target(k, v, max_points, gen) for k, v in targets.items()}
-    default_anchors = [k for k in ("skull", "mandible", "bones") if k in tgt] or list(tgt)
-    anchor_names = list(anchors) if anchors is not None else default_anchors
+    anchor_names: list[str] = list(anchors) if anchors is not None else (
+        [k for k in ("skull", "mandible", "bones") if k in tgt] or list(tgt))
     if not anchor_names or any(a not in tgt for a in anchor_names):
         raise ParameterError(f"anchors {anchor_names} must name given targets ({list(tgt)}).")
 
-    layer = copy.deepcopy(model).double()  # never change the caller's layer
-    mean = layer()
-    source = torch.cat([mean.tissue(a)[0] for a in anchor_names]).detach()
-    target_pts = torch.cat([tgt[a].points for a in anchor_names])
-    lm_index, lm_points = _landmarks(layer, mean, kind, landmarks)
-    lm_stage = _landmark_stages(layer, kind, lm_index)
-    first = lm_stage["global"]
-    if lm_points is not None and int(first.sum()) >= 3:
-        start = align_landmarks(_model_landmarks(mean, kind)[0, lm_index[first]].detach().numpy(),
-                                lm_points[first].numpy())
+    solver = _Solver(copy.deepcopy(model).double(), kind, landmarks, prior, landmark_weight)  # the caller's
+    mean = solver.mean                                                                          # layer stays as is
+    first = solver.lm_stage["global"]
+    if solver.lm_points is not None and int(first.sum()) >= 3:
+        start = align_landmarks(_model_landmarks(mean, kind)[0, solver.lm_index[first]].detach().numpy(),
+                                solver.lm_points[first].numpy())
     else:
-        start = _start(source.numpy(), target_pts.numpy(), kind)
-    variables = _Vars(layer, start, kind)
+        source = torch.cat([mean.tissue(a)[0] for a in anchor_names]).detach()
+        start = _start(source.numpy(), torch.cat([tgt[a].points for a in anchor_names]).numpy(), kind)
+    solver.variables = _Vars(solver.layer, start, kind)
     samples = {k: torch.randperm(mean.tissue(k).shape[1], generator=gen)[:max_points] for k in tgt}
     faces = {k: mean.faces(k).cpu() for k in tgt}
     rims = {k: _rim_vertices(faces[k], mean.tissue(k).shape[1]) for k in tgt}
-    limits = layer.joint_limits() if kind == "hand" and layer.has_joint_limits else None
+    part_rows = _bone_rows(solver.layer, mean) if kind == "hand" and "bones" in tgt else {}
     log: list[tuple[str, float]] = []
-    part_rows: dict[str, torch.Tensor] = {}
-    active: dict[str, torch.Tensor] = {}
-    if kind == "hand" and "bones" in tgt:
-        # each bone vertex's pose row (bone index); the global stage fits the carpal bone and metacarpals
-        layout = mean._layout("bones")
-        if layout.part_ids is not None:
-            row_of = torch.tensor([list(layer.bone_names).index(n) for n in layout.part_names])
-            part_rows["bones"] = row_of[layout.part_ids.cpu()]
-
-    def run(kw: dict[str, torch.Tensor]) -> ModelOutput:
-        extra = {"jaw_range": "ignore"} if kind == "head" else {}
-        return layer(**kw, **extra)
-
-    for stage, rows, n_outer in _stages(layer, kind, outer):
-        free = variables.groups(stage, rows)
-        if rows is not None and stage != "all" and part_rows:
-            # the hand before the last stage: only the bones fitted so far pull (and are pulled)
-            active = {k: rows[ids] for k, ids in part_rows.items()}
-        else:
+    for stage, rows, n_outer in _stages(solver.layer, kind, outer):
+        if rows is None or stage == "all" or not part_rows:
             rows = None
-        hook = None
-        if variables.pose is not None and stage != "global":
-            # row 0 (the carpal bone) stays at zero: global_orient turns the whole hand
-            mask = (torch.ones(20, dtype=torch.bool) if rows is None else rows.clone())
-            mask[0] = False
-            mask = mask[None, :, None].to(torch.float64)
-            hook = variables.pose.register_hook(lambda g, m=mask: g * m)
+        active = {} if rows is None else {k: rows[ids] for k, ids in part_rows.items()}  # the bones fitted so far
+        free = solver.variables.groups(stage)
+        hook = solver.freeze_pose_rows(stage, rows)
         for _ in range(n_outer):
             with torch.no_grad():
-                out = run(variables.kwargs())
-            pairs = {k: _Pairs(out.tissue(k)[0], faces[k], samples[k], rims[k], t, reject_mm,
-                               None if rows is None else active[k])
+                out = solver.run(solver.variables.kwargs())
+            pairs = {k: _Pairs(out.tissue(k)[0], faces[k], samples[k], rims[k], t, reject_mm, active.get(k))
                      for k, t in tgt.items() if rows is None or k in active}
             log.append((stage, float(np.mean([p.mean for p in pairs.values()]))))
-            opt = torch.optim.LBFGS(free, max_iter=inner, line_search_fn="strong_wolfe")
-
-            def closure() -> torch.Tensor:
-                opt.zero_grad()
-                kw = variables.kwargs()
-                o = run(kw)
-                loss = sum(p.energy(o.tissue(k)[0]) for k, p in pairs.items())
-                loss = loss + prior * sum(c.square().sum() for c in variables.spaces.values())
-                use = lm_stage.get(stage, lm_stage["all"])
-                if lm_points is not None and bool(use.any()):
-                    lm = _model_landmarks(o, kind)[0, lm_index[use]]
-                    loss = loss + landmark_weight * (lm - lm_points[use]).square().sum(-1).mean()
-                if kind == "head" and variables.jaw is not None:
-                    loss = loss + layer.jaw_penalty(variables.jaw).sum()
-                if limits is not None and variables.pose is not None:
-                    loss = loss + prior * limits.penalty(layer.bone_rotations(kw["pose"])).sum()
-                loss.backward()  # type: ignore[union-attr]
-                return loss  # type: ignore[return-value]
-
-            opt.step(closure)
+            _lbfgs(free, functools.partial(solver.loss, pairs, stage), inner)
         if hook is not None:
             hook.remove()
-    params = {k: v.detach().clone() for k, v in variables.kwargs().items()}
+    params = {k: v.detach().clone() for k, v in solver.variables.kwargs().items()}
     with torch.no_grad():
-        out = run(params)
-    distances = {}
-    for k, t in tgt.items():
-        d, _ = t.tree.query(out.tissue(k)[0].numpy())
-        distances[k] = torch.from_numpy(d)
+        out = solver.run(params)
+    distances = {k: _plane_distance(out.tissue(k)[0], t) for k, t in tgt.items()}
     return ModelFit(params, out, distances, log, time.perf_counter() - start_time)
+
+
+def _plane_distance(verts: torch.Tensor, target: _Target) -> torch.Tensor:
+    """Each vertex's distance to the target surface, approximated by the tangent plane of its nearest target
+    point (the point cloud is subsampled, so the distance to the point itself would count its spacing)."""
+    _, j = target.tree.query(verts.numpy())
+    j = torch.from_numpy(j)
+    return ((verts - target.points[j]) * target.normals[j]).sum(-1).abs()
+
+
+def _bone_rows(layer: Any, mean: ModelOutput) -> dict[str, torch.Tensor]:
+    """Each bone vertex's pose row (the index of its bone in ``layer.bone_names``)."""
+    layout = mean._layout("bones")
+    if layout.part_ids is None:
+        return {}
+    row_of = torch.tensor([list(layer.bone_names).index(n) for n in layout.part_names])
+    return {"bones": row_of[layout.part_ids.cpu()]}
+
+
+def _lbfgs(free: list[torch.Tensor], loss: Callable[[], torch.Tensor], inner: int) -> None:
+    opt = torch.optim.LBFGS(free, max_iter=inner, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
+    opt.step(closure)
+
+
+class _Solver:
+    """The layer (a float64 copy), its priors and landmarks: the loss of one outer iteration."""
+
+    variables: _Vars
+
+    def __init__(self, layer: Any, kind: str, landmarks: Mapping[str, Any] | None, prior: float,
+                 landmark_weight: float) -> None:
+        self.layer, self.kind, self.prior, self.landmark_weight = layer, kind, prior, landmark_weight
+        self.mean = layer()
+        self.lm_index, self.lm_points = _landmarks(layer, self.mean, kind, landmarks)
+        self.lm_stage = _landmark_stages(layer, kind, self.lm_index)
+        self.limits = layer.joint_limits() if kind == "hand" and layer.has_joint_limits else None
+
+    def run(self, kw: dict[str, torch.Tensor]) -> ModelOutput:
+        return self.layer(**kw, jaw_range="ignore") if self.kind == "head" else self.layer(**kw)
+
+    def freeze_pose_rows(self, stage: str, rows: torch.Tensor | None) -> Any:
+        """Pose rows outside ``rows`` (and row 0, the carpal bone, which ``global_orient`` turns) keep
+        their values: their gradient is masked. Returns the hook handle, or ``None``."""
+        pose = self.variables.pose
+        if pose is None or stage == "global":
+            return None
+        mask = torch.ones(20, dtype=torch.bool) if rows is None else rows.clone()
+        mask[0] = False
+        return pose.register_hook(functools.partial(torch.mul, other=mask[None, :, None].to(pose.dtype)))
+
+    def loss(self, pairs: Mapping[str, _Pairs], stage: str) -> torch.Tensor:
+        v = self.variables
+        kw = v.kwargs()
+        out = self.run(kw)
+        loss = torch.stack([p.energy(out.tissue(k)[0]) for k, p in pairs.items()]).sum()
+        loss = loss + self.prior * sum((c.square().sum() for c in v.spaces.values()), torch.tensor(0.0))
+        use = self.lm_stage.get(stage, self.lm_stage["all"])
+        if self.lm_points is not None and bool(use.any()):
+            lm = _model_landmarks(out, self.kind)[0, self.lm_index[use]]
+            loss = loss + self.landmark_weight * (lm - self.lm_points[use]).square().sum(-1).mean()
+        if v.jaw is not None:
+            loss = loss + self.layer.jaw_penalty(v.jaw).sum()
+        if self.limits is not None and v.pose is not None:
+            loss = loss + self.prior * self.limits.penalty(self.layer.bone_rotations(kw["pose"])).sum()
+        return loss

@@ -1,0 +1,82 @@
+"""Model-based registration: the head and hand layers fitted to sampled surfaces of known parameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import anatomy
+from anatomy.core.errors import ParameterError, ShapeError
+from anatomy.registration import fit_model_to_surfaces
+from anatomy.registration.nonrigid import sample_surface
+
+
+def _targets(output, names, gen, count=12000):
+    out = {}
+    for name in names:
+        pts, nrm = sample_surface(output.tissue(name)[0], output.faces(name), count, generator=gen)
+        out[name] = (pts, nrm)
+    return out
+
+
+@pytest.fixture(scope="module")
+def head():
+    return anatomy.Sculptor().double()
+
+
+@pytest.fixture(scope="module")
+def hand():
+    return anatomy.Nimble().double()
+
+
+def test_head_parameters_recovered_from_surfaces(head):
+    gen = torch.Generator().manual_seed(1)
+    dt = torch.float64
+    truth = dict(shape=torch.randn(1, 10, generator=gen, dtype=dt),
+                 trait=0.5 * torch.randn(1, 5, generator=gen, dtype=dt),
+                 jaw_pose=torch.tensor([[-0.12, 0.0, 0.0]], dtype=dt),
+                 global_orient=torch.tensor([[0.1, 0.25, -0.05]], dtype=dt),
+                 transl=torch.tensor([[4.0, -15.0, 8.0]], dtype=dt))
+    gt = head(**truth)
+    fit = fit_model_to_surfaces(head, _targets(gt, ("skull", "mandible", "face"), gen))
+    for name in ("skull", "mandible", "face"):
+        err = (fit.output.tissue(name)[0] - gt.tissue(name)[0]).norm(dim=-1).mean()
+        assert err < 0.5, (name, float(err))
+    assert torch.allclose(fit.params["jaw_pose"][0, 0], truth["jaw_pose"][0, 0], atol=0.01)
+    assert fit.distances["skull"].mean() < 0.5
+    # the caller's layer is untouched (the fit works on a float64 copy)
+    assert head.template.dtype == torch.float64
+    again = head(**fit.params, jaw_range="ignore")
+    assert torch.allclose(again.vertices, fit.output.vertices)
+
+
+def test_hand_with_noisy_keypoints(hand):
+    gen = torch.Generator().manual_seed(3)
+    dt = torch.float64
+    truth = dict(pose=hand.sample_pose(1, generator=gen), shape=0.5 * torch.randn(1, 10, generator=gen, dtype=dt),
+                 global_orient=torch.tensor([[0.3, -0.5, 1.0]], dtype=dt),
+                 transl=torch.tensor([[10.0, 5.0, -3.0]], dtype=dt))
+    gt = hand(**truth)
+    keys = gt.keypoints[0] + 1.0 * torch.randn(21, 3, generator=gen, dtype=dt)
+    fit = fit_model_to_surfaces(hand, _targets(gt, ("bones", "skin"), gen),
+                                landmarks=dict(zip(hand.keypoint_names, keys)), outer=4)
+    for name, tol in (("bones", 1.5), ("skin", 1.5)):
+        err = (fit.output.tissue(name)[0] - gt.tissue(name)[0]).norm(dim=-1).mean()
+        assert err < tol, (name, float(err))
+    assert float(fit.params["pose"][0, 0].abs().max()) == 0.0  # the carpal row stays put; global_orient turns
+
+
+def test_float32_layer_unchanged_and_bad_input():
+    layer = anatomy.Sculptor()
+    pts = layer().tissue("skull")[0].detach()
+    with pytest.raises(ParameterError, match="lacks"):
+        fit_model_to_surfaces(layer, {"femur": pts})
+    with pytest.raises(ShapeError, match=r"\(N, 3\)"):
+        fit_model_to_surfaces(layer, {"skull": pts[:, :2]})
+    with pytest.raises(ParameterError, match="not this model's"):
+        fit_model_to_surfaces(layer, {"skull": pts}, landmarks={"nowhere": [0.0, 0.0, 0.0]})
+    with pytest.raises(ParameterError, match="anchors"):
+        fit_model_to_surfaces(layer, {"skull": pts}, anchors=["face"])
+    with pytest.raises(ParameterError, match="Sculptor or Nimble"):
+        fit_model_to_surfaces(torch.nn.Linear(3, 3), {"skull": pts})
+    assert layer.template.dtype == torch.float32
