@@ -3,7 +3,9 @@
 :func:`register_scan` writes, into a new folder:
 
 * ``<tissue>.ply`` per model tissue: the registered mesh, in the template's vertex order and the scan's
-  world mm (RAS+); tissues without a target follow the fitted model;
+  world mm (RAS+); tissues without a target follow the fitted model. Surfaces (skull, mandible, face, the
+  hand's bones) get a free-form embedded-deformation step; the hand's muscles and skin volume, when both
+  have targets, an elastic tetrahedral registration (muscles attached to the bones, collisions);
 * ``params.json``: the fitted layer parameters (what ``Sculptor(**params)`` / ``Nimble(**params)`` take);
 * ``residuals.npz``: per tissue, each registered vertex's distance (mm) to the target surface;
 * ``report.json``: per tissue mean / 95th-percentile residual (mm) before and after the free-form step,
@@ -36,6 +38,7 @@ from ..io import load_model, write_ply
 from ..io._atomic import write_atomic
 from ..models import Nimble, Sculptor
 from ..registration import NonRigidWeights, fit_model_to_surfaces, nonrigid_register
+from ..registration.volumetric_hand import register_hand_soft_tissue
 from ..scans import Volume, read_volume
 from .targets import scan_targets
 
@@ -130,6 +133,15 @@ def register_scan(
     t1 = time.perf_counter()
     fitted = fit_model_to_surfaces(layer, points, landmarks=landmarks, **dict(fit or {}))
     times["model_fit"] = time.perf_counter() - t1
+    volumetric: dict[str, torch.Tensor] = {}
+    if free_form and kind == "hand" and {"muscles", "skin"} <= set(points):
+        # the tetrahedral tissues: muscles attached to the bones, then the skin volume, elastically onto their
+        # surfaces (anatomy.registration.volumetric_hand)
+        t2 = time.perf_counter()
+        soft = register_hand_soft_tissue(layer.double(), fitted.output, {k: points[k] for k in ("muscles", "skin")},
+                                         shape=fitted.params.get("shape"))
+        times["volumetric_muscles_skin"] = time.perf_counter() - t2
+        volumetric = {k: soft.output.tissue(k)[0].detach().double() for k in ("muscles", "skin")}
     out_meshes: dict[str, torch.Tensor] = {}
     faces: dict[str, torch.Tensor] = {}
     report_tissues: dict[str, Any] = {}
@@ -141,7 +153,9 @@ def register_scan(
         if name in targets.surfaces:
             before = _distance(verts, targets.surfaces[name])
             entry["model_fit"] = _stats(before)
-            if free_form and name != "muscles":
+            if name in volumetric:
+                verts = volumetric[name]
+            elif free_form and name != "muscles":
                 t2 = time.perf_counter()
                 res = nonrigid_register(verts, faces[name], *points[name], levels=(256, 1024), iterations=4,
                                         landmarks=(torch.arange(len(verts)), verts), weights=_ANCHORED)
