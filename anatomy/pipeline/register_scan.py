@@ -7,7 +7,8 @@
   hand's bones) get a free-form embedded-deformation step; the hand's muscles and skin volume, when both
   have targets, an elastic tetrahedral registration (muscles attached to the bones, collisions);
 * ``params.json``: the fitted layer parameters (what ``Sculptor(**params)`` / ``Nimble(**params)`` take);
-* ``residuals.npz``: per tissue, each registered vertex's distance (mm) to the target surface;
+* ``residuals.npz``: per tissue, each registered vertex's distance (mm) to the target surface (NaN for the
+  inner nodes of a tetrahedral tissue);
 * ``report.json``: per tissue mean / 95th-percentile residual (mm) before and after the free-form step,
   the seconds of each step, inputs and settings;
 * ``overlay.png`` (unless ``picture=False``): scan slices with the labels and the registered surfaces.
@@ -37,7 +38,7 @@ from ..core.surface import vertex_normals
 from ..io import load_model, write_ply
 from ..io._atomic import write_atomic
 from ..models import Nimble, Sculptor
-from ..registration import NonRigidWeights, fit_model_to_surfaces, nonrigid_register
+from ..registration import NonRigidWeights, VolumetricWeights, fit_model_to_surfaces, nonrigid_register
 from ..registration.volumetric_hand import register_hand_soft_tissue
 from ..scans import Volume, read_volume
 from .targets import scan_targets
@@ -48,6 +49,10 @@ PARTIAL = ".partial"
 # the free-form step after the model fit: every vertex lightly tied to its fitted place (the landmark term), so
 # it moves onto the surface without sliding along it (the fit's correspondence is the better one)
 _ANCHORED = NonRigidWeights(landmark=0.1)
+# the hand's muscles and skin volume onto surfaces extracted from a label map: firmer data springs than
+# HAND_WEIGHTS (tuned for damaged point clouds); on the MRI-Hand-like phantom muscles 0.89 -> 0.64 mm and skin
+# 1.27 -> 1.04 mm mean node error (benchmarks/registration_scans.py)
+_SCAN_SOFT = VolumetricWeights(data=0.1, back=1.0, robust_scale=1.5)
 
 
 def layer_for(spec: str | os.PathLike[str]) -> tuple[str, torch.nn.Module]:
@@ -68,13 +73,19 @@ def layer_for(spec: str | os.PathLike[str]) -> tuple[str, torch.nn.Module]:
 
 
 def _stats(d: np.ndarray) -> dict[str, float]:
+    d = d[np.isfinite(d)]
     return {"mean_mm": float(d.mean()), "p95_mm": float(np.quantile(d, 0.95))}
 
 
-def _distance(verts: torch.Tensor, surface: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _distance(verts: torch.Tensor, faces: torch.Tensor, surface: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Each vertex on the tissue's surface (its faces' vertices) to the target surface, mm; NaN for the inner
+    nodes of a tetrahedral tissue."""
     v = torch.as_tensor(surface[0], dtype=torch.float64)
     f = torch.as_tensor(surface[1], dtype=torch.long)
-    return point_to_surface_distance(verts.double(), v, f, squared=False, reduction="none").numpy()
+    on = torch.unique(faces)
+    out = np.full(verts.shape[0], np.nan)
+    out[on.numpy()] = point_to_surface_distance(verts.double()[on], v, f, squared=False, reduction="none").numpy()
+    return out
 
 
 def _json(path: Path, doc: object) -> None:
@@ -139,7 +150,7 @@ def register_scan(
         # surfaces (anatomy.registration.volumetric_hand)
         t2 = time.perf_counter()
         soft = register_hand_soft_tissue(layer.double(), fitted.output, {k: points[k] for k in ("muscles", "skin")},
-                                         shape=fitted.params.get("shape"))
+                                         shape=fitted.params.get("shape"), weights=_SCAN_SOFT)
         times["volumetric_muscles_skin"] = time.perf_counter() - t2
         volumetric = {k: soft.output.tissue(k)[0].detach().double() for k in ("muscles", "skin")}
     out_meshes: dict[str, torch.Tensor] = {}
@@ -151,7 +162,7 @@ def register_scan(
         faces[name] = fitted.output.faces(name).cpu()
         entry: dict[str, Any] = {"target": name in targets.surfaces, "vertices": int(verts.shape[0])}
         if name in targets.surfaces:
-            before = _distance(verts, targets.surfaces[name])
+            before = _distance(verts, faces[name], targets.surfaces[name])
             entry["model_fit"] = _stats(before)
             if name in volumetric:
                 verts = volumetric[name]
@@ -161,7 +172,7 @@ def register_scan(
                                         landmarks=(torch.arange(len(verts)), verts), weights=_ANCHORED)
                 times[f"free_form_{name}"] = time.perf_counter() - t2
                 verts = res.vertices.double()
-            after = _distance(verts, targets.surfaces[name])
+            after = _distance(verts, faces[name], targets.surfaces[name])
             entry["registered"] = _stats(after)
             residuals[name] = after.astype(np.float32)
         out_meshes[name] = verts

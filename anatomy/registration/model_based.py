@@ -309,8 +309,11 @@ def fit_model_to_surfaces(
         source = torch.cat([mean.tissue(a)[0] for a in anchor_names]).detach()
         start = _start(source.numpy(), torch.cat([tgt[a].points for a in anchor_names]).numpy(), kind)
     solver.variables = _Vars(solver.layer, start, kind)
-    samples = {k: torch.randperm(mean.tissue(k).shape[1], generator=gen)[:max_points] for k in tgt}
     faces = {k: mean.faces(k).cpu() for k in tgt}
+    # the surface vertices only: a tetrahedral tissue's inner nodes (the skin volume's, on the muscles) are not
+    # on the scanned surface
+    surface = {k: torch.unique(faces[k]) for k in tgt}
+    samples = {k: surface[k][torch.randperm(len(surface[k]), generator=gen)[:max_points]] for k in tgt}
     rims = {k: _rim_vertices(faces[k], mean.tissue(k).shape[1]) for k in tgt}
     part_rows = _bone_rows(solver.layer, mean) if kind == "hand" and "bones" in tgt else {}
     log: list[tuple[str, float]] = []
