@@ -127,3 +127,26 @@ def test_cli_register_and_bad_input(dataset, tmp_path, capsys):
     with pytest.raises(ParameterError, match="workers"):
         run_registrations("head", [], tmp_path / "z", workers=-1)
     assert os.environ.get("ANATOMY_TEST_CRASH_ONCE") is None
+
+
+def test_hand_mri_registered_from_its_label_map_and_keypoints(tmp_path):
+    from anatomy.scans import make_hand_dataset
+
+    root = tmp_path / "hands"
+    make_hand_dataset(root, 1, poses=2, spacing=1.5, seed=3, soft_tissue="skinning")
+    jobs = find_scans(root)
+    assert [j.name for j in jobs] == ["sub-000/ses-pose00", "sub-000/ses-pose01"]
+    assert all(j.labels is not None and len(j.landmarks or {}) == 21 for j in jobs)  # MRI: the label map is used
+    job = jobs[1]
+    out = tmp_path / "reg"
+    report = register_scan("hand", job.scan, out, labels=job.labels, landmarks=job.landmarks, **FAST)
+    assert set(report["tissues"]) == {"bones", "muscles", "skin"}
+    truth = Path(job.scan).parent
+    assert _error(out, truth, "bones") < 1.5
+    assert _error(out, truth, "skin") < 2.5
+    with np.load(out / "residuals.npz") as res:
+        skin = res["skin"]
+        assert np.isnan(skin).any() and np.isfinite(skin).any()  # inner nodes of the skin volume: no residual
+    assert find_scans(root, labels="never")[0].labels is None
+    with pytest.raises(ParameterError, match="labels must be"):
+        find_scans(root, labels="sometimes")
