@@ -160,14 +160,14 @@ def _model_kind(model: Any) -> str:
 def _stages(model: Any, kind: str, outer: int) -> list[tuple[str, torch.Tensor | None, int]]:
     """``(stage name, free pose rows or None, outer iterations)``."""
     if kind == "head":
-        return [("global", None, outer), ("articulation", None, max(2, outer // 2)), ("all", None, outer)]
+        return [("global", None, outer), ("articulation", None, max(2, outer // 2)), ("all", None, 2 * outer)]
     names = list(model.bone_names)
     rows = torch.tensor([n.startswith(("carpal", "met")) for n in names])  # the palm: one rigid piece at first
     stages: list[tuple[str, torch.Tensor | None, int]] = [("global", rows.clone(), outer)]
     for prefixes in _HAND_LEVELS:
         rows = rows | torch.tensor([n.startswith(prefixes) for n in names])
         stages.append((f"articulation:{prefixes[0]}", rows.clone(), max(2, outer // 2)))
-    stages.append(("all", None, outer))
+    stages.append(("all", None, 2 * outer))
     return stages
 
 
@@ -273,7 +273,8 @@ def fit_model_to_surfaces(
             to the others and the priors.
         anchors: the tissues the starting similarity is found on (default: the bones: ``skull`` and
             ``mandible`` of the head, ``bones`` of the hand, when given; else every target).
-        outer, inner: outer (correspondence) iterations per stage and L-BFGS iterations in each.
+        outer, inner: outer (correspondence) iterations of the similarity stage (the articulation stages run
+            half as many, the last stage twice as many) and L-BFGS iterations in each.
         max_points: targets and model tissues are subsampled to at most this many points each.
         prior: weight of the squared normalised coefficients (shape, trait) and of the joint limits.
         reject_mm: pairs closer than this are never rejected as outliers.
