@@ -3,7 +3,8 @@
 
 * A finished scan's folder (``OUT/<subject>/<session>`` or ``OUT/<name>``) is skipped on the next run;
   leftovers of interrupted attempts (``*.partial-*``) are removed first.
-* Local: a process pool of ``workers`` processes (``workers=0``: in this process). A worker that dies (out
+* Local: a process pool of ``workers`` processes, each with its share of the cores as torch threads
+  (``workers=0``: in this process). A worker that dies (out
   of memory, killed) breaks the pool: the pool is rebuilt and the scans it held are submitted again, up
   to ``retries`` times each.
 * Dask: ``scheduler`` is the address of a running ``distributed`` scheduler (``tcp://host:8786``) or a
@@ -123,6 +124,12 @@ def _register(model: str, job: ScanJob, out: str, options: dict[str, Any]) -> di
                          **options)
 
 
+def _worker_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _clean(out: Path, jobs: Sequence[ScanJob]) -> None:
     for job in jobs:
         folder = out / job.name
@@ -193,7 +200,10 @@ def _run_local(workers: int, model: str, jobs: Sequence[ScanJob], out: str, opti
     pending = list(jobs)
     while pending:
         ctx = multiprocessing.get_context("spawn")  # no forked torch threads
-        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx) as pool:
+        # each worker gets its share of the cores: torch's default (all cores per process) oversubscribes them
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx, initializer=_worker_threads,
+                                 initargs=(threads,)) as pool:
             started = {}
             futures: dict[Future[dict[str, Any]], ScanJob] = {}
             for job in pending:
