@@ -179,26 +179,16 @@ def register_scan(
         report_tissues[name] = entry
 
     partial.mkdir(parents=True)
-    for name, verts in out_meshes.items():
-        write_ply(partial / f"{name}.ply", verts.float(), faces[name])
-    _json(partial / "params.json", {"model": str(model), "kind": kind, "units": "mm, radians (axis-angle)",
-                                    "params": {k: v.tolist() for k, v in fitted.params.items()}})
-    buffer = _npz(residuals)
-    write_atomic(partial / "residuals.npz", buffer)
-    if picture:
-        from ..vis.slices import render_slices
-
-        t3 = time.perf_counter()
-        surf = {k: (v.numpy(), faces[k].numpy()) for k, v in out_meshes.items() if k != "muscles"}
-        render_slices(volume, targets.labels, partial / "overlay.png", surfaces=surf)
-        times["picture"] = time.perf_counter() - t3
-    times["total"] = time.perf_counter() - t0
-    report: dict[str, Any] = {
-              "scan": str(scan) if not isinstance(scan, Volume) else "<Volume>", "model": str(model), "kind": kind,
-              "labels": None if labels is None or isinstance(labels, Volume) else str(labels),
-              "landmarks": sorted(landmarks) if landmarks else [], "tissues": report_tissues,
-              "model_fit_log": fitted.log, "seconds": {k: round(v, 3) for k, v in times.items()}}
-    _json(partial / "report.json", report)
+    try:
+        report = _write(partial, out_meshes, faces, fitted, residuals, kind, str(model), times, t0,
+                        volume if picture else None, targets.labels)
+        report.update({"scan": str(scan) if not isinstance(scan, Volume) else "<Volume>",
+                       "labels": None if labels is None or isinstance(labels, Volume) else str(labels),
+                       "landmarks": sorted(landmarks) if landmarks else [], "tissues": report_tissues})
+        _json(partial / "report.json", report)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # never leave a half-written result behind
+        raise
     try:
         partial.rename(final)  # atomic; refused when another attempt published first
     except OSError:
@@ -207,6 +197,27 @@ def register_scan(
             raise
         report["duplicate"] = True  # this attempt's result was dropped: the folder holds the first one's
     return report
+
+
+def _write(partial: Path, meshes: Mapping[str, torch.Tensor], faces: Mapping[str, torch.Tensor], fitted: Any,
+           residuals: Mapping[str, np.ndarray], kind: str, model: str, times: dict[str, float], t0: float,
+           picture_of: Volume | None, labels: Volume) -> dict[str, Any]:
+    """The result files (all but ``report.json``) into ``partial``; returns the report's common part."""
+    for name, verts in meshes.items():
+        write_ply(partial / f"{name}.ply", verts.float(), faces[name])
+    _json(partial / "params.json", {"model": model, "kind": kind, "units": "mm, radians (axis-angle)",
+                                    "params": {k: v.tolist() for k, v in fitted.params.items()}})
+    write_atomic(partial / "residuals.npz", _npz(residuals))
+    if picture_of is not None:
+        from ..vis.slices import render_slices
+
+        t3 = time.perf_counter()
+        surf = {k: (v.numpy(), faces[k].numpy()) for k, v in meshes.items() if k != "muscles"}
+        render_slices(picture_of, labels, partial / "overlay.png", surfaces=surf)
+        times["picture"] = time.perf_counter() - t3
+    times["total"] = time.perf_counter() - t0
+    return {"model": model, "kind": kind, "model_fit_log": fitted.log,
+            "seconds": {k: round(v, 3) for k, v in times.items()}}
 
 
 def _npz(arrays: Mapping[str, np.ndarray]) -> bytes:

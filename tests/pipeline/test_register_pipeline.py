@@ -150,3 +150,17 @@ def test_hand_mri_registered_from_its_label_map_and_keypoints(tmp_path):
     assert find_scans(root, labels="never")[0].labels is None
     with pytest.raises(ParameterError, match="labels must be"):
         find_scans(root, labels="sometimes")
+
+
+def test_a_failed_write_leaves_no_partial_folder(dataset, tmp_path, monkeypatch):
+    import sys
+
+    module = sys.modules["anatomy.pipeline.register_scan"]
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(module, "_npz", broken)
+    with pytest.raises(OSError, match="disk full"):
+        register_scan("head", dataset / "sub-000" / "ses-pre" / "ct.nii.gz", tmp_path / "r", **FAST)
+    assert list(tmp_path.iterdir()) == []
