@@ -124,6 +124,12 @@ def _register(model: str, job: ScanJob, out: str, options: dict[str, Any]) -> di
                          **options)
 
 
+def _own_seconds(report: dict[str, Any], fallback: float) -> float:
+    """The scan's own wall time (its report's), not the time since it was queued."""
+    total = report.get("seconds", {}).get("total")
+    return float(total) if isinstance(total, (int, float)) else fallback
+
+
 def _worker_threads(threads: int) -> None:
     import torch
 
@@ -218,7 +224,8 @@ def _run_local(workers: int, model: str, jobs: Sequence[ScanJob], out: str, opti
                     job = futures[fut]
                     secs = time.perf_counter() - started[job.name]
                     try:
-                        finish(ScanResult(job, "done", secs, attempts[job.name], report=fut.result()))
+                        report = fut.result()
+                        finish(ScanResult(job, "done", _own_seconds(report, secs), attempts[job.name], report=report))
                     except BrokenProcessPool:
                         if attempts[job.name] <= retries:
                             pending.append(job)  # its worker died: a new pool runs it again
@@ -244,7 +251,8 @@ def _run_dask(scheduler: Any, model: str, jobs: Sequence[ScanJob], out: str, opt
             job = futures[fut]
             secs = time.perf_counter() - started
             try:
-                finish(ScanResult(job, "done", secs, report=fut.result()))
+                report = fut.result()
+                finish(ScanResult(job, "done", _own_seconds(report, secs), report=report))
             except Exception as err:  # noqa: BLE001 - KilledWorker, or the scan's own error after its retries
                 finish(ScanResult(job, "failed", secs, error=f"{type(err).__name__}: {err}"))
     finally:
