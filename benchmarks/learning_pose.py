@@ -27,7 +27,7 @@ from anatomy.core.rotations import axis_angle_to_matrix
 from anatomy.io import load_model
 from anatomy.io.official_nimble import BONE_TO_JOINT
 from anatomy.learning import bulge_correctives, fit_poses, learn_articulation
-from anatomy.learning.pose_fit import _posed
+from anatomy.learning.pose_fit import posed_vertices
 from anatomy.models.nimble import default_hand_path
 
 
@@ -80,7 +80,7 @@ def main() -> None:
                             transl=tnoisy[held], free=free, pose_basis=basis, feature_joints=fj, vertex_ids=ids,
                             steps=8)
         rot = axis_angle_to_matrix(p)
-        verts, _ = _posed(rest[hs], joints[hs], weights, tree, rot, t, basis, fj)
+        verts, _ = posed_vertices(rest[hs], joints[hs], weights, tree, rot, t, basis, fj)
         pj = forward_kinematics(rot, joints[hs], tree, translation=t).positions
         return (float((verts - out.vertices[held]).norm(dim=-1).mean()),
                 float((pj - out.joints[held]).norm(dim=-1).mean()))

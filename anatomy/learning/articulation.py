@@ -37,7 +37,7 @@ from ..core.blend import pose_features
 from ..core.errors import ParameterError, ShapeError
 from ..core.kinematics import KinematicTree, forward_kinematics
 from ..core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from .pose_fit import _chunks, _posed, fit_poses
+from .pose_fit import chunk_slices, fit_poses, posed_vertices
 
 __all__ = ["Articulation", "fit_poses", "learn_articulation", "simplex_lstsq"]
 
@@ -221,7 +221,7 @@ def _fit_weights(meshes: torch.Tensor, points: torch.Tensor, transforms: torch.T
     v, k = support.shape
     gram = torch.zeros(v, k, k, dtype=torch.float64)
     rhs = torch.zeros(v, k, dtype=torch.float64)
-    for sl in _chunks(meshes.shape[0], chunk):
+    for sl in chunk_slices(meshes.shape[0], chunk):
         a = transforms[sl][:, support]  # (n, V, k, 3, 4)
         cols = (a[..., :3] @ points[sl][:, :, None, :, None])[..., 0] + a[..., 3]  # (n, V, k, 3)
         gram += torch.einsum("nvid,nvjd->vij", cols, cols)
@@ -330,7 +330,7 @@ def learn_articulation(
     for step in range(2 * warmup + 2):
         rot = axis_angle_to_matrix(p)
         unposed = torch.cat([_unpose(y[sl], _transforms(rot[sl], joints[subj[sl]], tree, t[sl]), w)
-                             for sl in _chunks(n, chunk)])
+                             for sl in chunk_slices(n, chunk)])
         rest = _reference(unposed, subj, num_s, ref)
         del unposed
         joints = regress(rest)
@@ -346,11 +346,11 @@ def learn_articulation(
         feats = pose_features(rot, feature_joints)
         for _ in range(inner):  # the joints follow the rest meshes, which the correctives change
             unposed = torch.cat([_unpose(y[sl], _transforms(rot[sl], joints[subj[sl]], tree, t[sl]), w)
-                                 for sl in _chunks(n, chunk)])
+                                 for sl in chunk_slices(n, chunk)])
             basis, rest = _correctives(unposed, feats, subj, num_s, mask, corrective_ridge, ref)
             del unposed
             joints = regress(rest)
-        transforms = torch.cat([_transforms(rot[sl], joints[subj[sl]], tree, t[sl]) for sl in _chunks(n, chunk)])
+        transforms = torch.cat([_transforms(rot[sl], joints[subj[sl]], tree, t[sl]) for sl in chunk_slices(n, chunk)])
         points = rest[subj] + torch.einsum("np,pvd->nvd", feats, basis)
         w = _fit_weights(y, points, transforms, sup, valid, prior, weight_ridge, chunk)
         del points
@@ -358,8 +358,8 @@ def learn_articulation(
                             feature_joints=feature_joints, vertex_ids=fit_ids, steps=fit_steps, anchored=anchored)
         with torch.no_grad():
             rot = axis_angle_to_matrix(p)
-            err = [(_posed(rest[subj[sl]], joints[subj[sl]], w, tree, rot[sl], t[sl], basis, feature_joints)[0]
-                    - y[sl]).norm(dim=-1).mean(1) for sl in _chunks(n, chunk)]
+            err = [(posed_vertices(rest[subj[sl]], joints[subj[sl]], w, tree, rot[sl], t[sl], basis, feature_joints)[0]
+                    - y[sl]).norm(dim=-1).mean(1) for sl in chunk_slices(n, chunk)]
         history.append(float(torch.cat(err).mean()))
     reg = _fit_regressor(rest, regress(rest), r0, regressor_support, regressor_ridge)
     return Articulation(rest=rest, rest_joints=torch.einsum("jv,svd->sjd", reg, rest), weights=w, regressor=reg,

@@ -17,10 +17,10 @@ from ..core.kinematics import KinematicTree, forward_kinematics
 from ..core.rotations import axis_angle_to_matrix
 from ..core.skinning import skin_vertices
 
-__all__ = ["fit_poses"]
+__all__ = ["chunk_slices", "fit_poses", "posed_vertices"]
 
 
-def _posed(rest: torch.Tensor, joints: torch.Tensor, weights: torch.Tensor, tree: KinematicTree,
+def posed_vertices(rest: torch.Tensor, joints: torch.Tensor, weights: torch.Tensor, tree: KinematicTree,
            rot: torch.Tensor, transl: torch.Tensor, basis: torch.Tensor | None, feature_joints: Sequence[int]
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Posed vertices ``(n, V, 3)`` and the skinning transforms of rest meshes ``(n|1, V, 3)``."""
@@ -77,14 +77,14 @@ def fit_poses(
             r = r + torch.einsum("nk,kvd->nvd", c, sub_shape)
             j = j + torch.einsum("nk,kjd->njd", c, joint_shape_basis.double())
         rot = axis_angle_to_matrix(_full(th[:, :3 * nf].reshape(m, nf, 3), free, num_j))
-        pred, _ = _posed(r, j, w, tree, rot, th[:, 3 * nf:3 * nf + 3], sub_basis, feature_joints)
+        pred, _ = posed_vertices(r, j, w, tree, rot, th[:, 3 * nf:3 * nf + 3], sub_basis, feature_joints)
         return (pred - target[sl]).reshape(m, -1)
 
     dim = theta.shape[1]
     movable = torch.ones(n, dim, dtype=torch.float64)
     if anchored is not None:
         movable[anchored.bool(), 3:3 * nf] = 0.0
-    for sl in _chunks(n, chunk):
+    for sl in chunk_slices(n, chunk):
         th = theta[sl].clone()
         m = th.shape[0]
         damp = th.new_full((m,), 1e-3)
@@ -114,5 +114,5 @@ def fit_poses(
     return out, theta[:, 3 * nf:3 * nf + 3], theta[:, 3 * nf + 3:] if k else None
 
 
-def _chunks(n: int, size: int) -> list[slice]:
+def chunk_slices(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]

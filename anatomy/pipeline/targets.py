@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,8 +43,6 @@ class SurfaceTargets:
 def scan_targets(kind: str, scan: Volume, labels: Volume | None = None, *, vertices: int = 30_000
                  ) -> SurfaceTargets:
     """The target surfaces of model ``kind`` (``"head"`` or ``"hand"``) in ``scan`` (see the module text)."""
-    import time
-
     if kind not in ("head", "hand"):
         raise ParameterError(f"kind must be 'head' or 'hand', got {kind!r}.")
     if labels is not None and labels.shape != scan.shape:

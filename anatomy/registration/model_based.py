@@ -114,7 +114,6 @@ class _Vars:
 
     def __init__(self, model: Any, start: Any, kind: str) -> None:
         dt = torch.float64
-        self.kind = kind
         rot, trans, size = (torch.as_tensor(np.asarray(a), dtype=dt) for a in (start.rotation, start.translation,
                                                                               start.scale))
         with torch.no_grad():

@@ -28,7 +28,7 @@ from anatomy.learning import (
     with_learned_articulation,
 )
 from anatomy.learning.articulation import simplex_lstsq
-from anatomy.learning.pose_fit import _posed
+from anatomy.learning.pose_fit import posed_vertices
 from anatomy.models.nimble import default_hand_path
 
 SUBJECTS, TRAIN, HELD = 4, 8, 3
@@ -164,7 +164,7 @@ def test_learned_correctives_reproduce_held_out_poses(setup: dict) -> None:
                             setup["noisy"][held], transl=setup["tnoisy"][held], free=[0, *art.feature_joints],
                             pose_basis=basis, feature_joints=feats, vertex_ids=ids, steps=6)
         rot = axis_angle_to_matrix(p)
-        out, _ = _posed(art.rest[sub], art.rest_joints[sub], art.weights, tree, rot, t, basis, feats)
+        out, _ = posed_vertices(art.rest[sub], art.rest_joints[sub], art.weights, tree, rot, t, basis, feats)
         return float((out - setup["meshes"][held]).norm(dim=-1).mean())
 
     with_c, without = error(art.pose_basis, art.feature_joints), error(None, ())
