@@ -2,8 +2,8 @@
 
 :func:`register_hand_soft_tissue` starts from a hand layer's skinned (LBS) output at the fitted
 pose and shape, whose bones are taken as registered, and runs :func:`.volumetric.register_volume`
-twice, with the attachments of :mod:`anatomy.scans.phantom_soft` (the same classification of which
-node follows which bone or muscle triangle, made on the rest pose of the shape):
+twice, with the rig of :mod:`anatomy.models.hand_soft_rig` (shared with the elastic phantoms: which
+node follows which bone or muscle triangle, classified on the rest pose of the shape):
 
 1. **muscles**: nodes within ``attach_mm`` of a bone at rest move rigidly with it (hard
    attachments), the muscle surface is fitted to ``targets["muscles"]``, the bones are obstacles;
@@ -27,6 +27,7 @@ import torch
 
 from ..core.elastic import StableNeoHookean
 from ..core.errors import ParameterError
+from ..models import hand_soft_rig as rig
 from .volumetric import VolumetricResult, VolumetricWeights, register_volume
 
 if TYPE_CHECKING:
@@ -93,15 +94,13 @@ def register_hand_soft_tissue(
             ``(points, normals)``. Skin points lie on the outer skin.
         shape: the shape coefficients ``fitted`` was made with (read from ``fitted`` when it is a
             mapping); ``None`` is the mean shape.
-        attach_mm, inner_mm: attachment distances at rest (see :mod:`anatomy.scans.phantom_soft`).
+        attach_mm, inner_mm: attachment distances at rest (see :mod:`anatomy.models.hand_soft_rig`).
         muscle, skin: materials (defaults those of the phantom).
         weights: :class:`~.volumetric.VolumetricWeights` for both registrations (default
             :data:`HAND_WEIGHTS`).
         collisions: keep muscles out of bones and the skin volume out of bones and muscles.
         iterations, inner_steps, device: as in :func:`~.volumetric.register_volume`.
     """
-    from ..scans import phantom_soft as ps
-
     clock = time.perf_counter()
     if isinstance(fitted, Mapping):
         shape = fitted.get("shape", shape)
@@ -109,20 +108,20 @@ def register_hand_soft_tissue(
             out = model.forward(**fitted)
     else:
         out = fitted
-    bone_joint = ps._check_hand(model, out)
+    bone_joint = rig.check_hand(model, out)
     if out.batch_size != 1:
         raise ParameterError(f"register_hand_soft_tissue registers one hand; fitted has batch {out.batch_size} "
                              f"(call it once per sample).")
     m_pts, m_nrm = _target(targets, "muscles")
     s_pts, s_nrm = _target(targets, "skin")
-    muscle = ps.MUSCLE if muscle is None else muscle
-    skin = ps.SKIN if skin is None else skin
+    muscle = rig.MUSCLE if muscle is None else muscle
+    skin = rig.SKIN if skin is None else skin
     with torch.no_grad():
         rest = model.forward(None, shape)
     if rest.batch_size != 1:
         raise ParameterError(f"shape must hold one sample, got batch {rest.batch_size}.")
-    shaped, tets = ps._shaped_rest(model, rest, muscle, skin)
-    s = replace(ps._setup(shaped, bone_joint, attach_mm, inner_mm), tets=tets)
+    shaped, tets = rig.shaped_rest(model, rest, muscle, skin)
+    s = replace(rig.soft_tissue_rig(shaped, bone_joint, attach_mm, inner_mm), tets=tets)
     transforms = out.transforms[0].detach().double().cpu()
     k = float(torch.linalg.det(transforms[:, :, :3]).mean()) ** (1.0 / 3.0)
     bones = (out.tissue("bones")[0].detach().double().cpu(), out.faces("bones").cpu())
@@ -137,17 +136,17 @@ def register_hand_soft_tissue(
         for follow, p in follows:
             mask[follow.nodes] = True
             pos[follow.nodes] = p
-        mask = ps._release(mask, pos, lbs[name], tets[name])
+        mask = rig.release_inverting(mask, pos, lbs[name], tets[name])
         ids = torch.nonzero(mask).flatten()
         return ids, pos[ids]
 
-    ids, pos = attachments("muscles", [(s.muscle_bone, ps._move_rigid(s.muscle_bone, transforms))])
+    ids, pos = attachments("muscles", [(s.muscle_bone, rig.move_rigid(s.muscle_bone, transforms))])
     res_m = register_volume(k * s.rest_muscles, tets["muscles"], lbs["muscles"], m_pts, m_nrm,
                             surface_faces=muscle_faces, attach_ids=ids, attach_positions=pos,
                             obstacles=[bones] if collisions else [], material=muscle, **options)
     m_new = res_m.nodes.detach().double().cpu()
-    ids, pos = attachments("skin", [(s.skin_bone, ps._move_rigid(s.skin_bone, transforms)),
-                                    (s.skin_muscle, ps._move_on_surface(s.skin_muscle, m_new, k))])
+    ids, pos = attachments("skin", [(s.skin_bone, rig.move_rigid(s.skin_bone, transforms)),
+                                    (s.skin_muscle, rig.move_on_surface(s.skin_muscle, m_new, k))])
     res_s = register_volume(k * s.rest_skin, tets["skin"], lbs["skin"], s_pts, s_nrm,
                             surface_faces=out.faces("skin").cpu(), attach_ids=ids, attach_positions=pos,
                             obstacles=[bones, (m_new, muscle_faces)] if collisions else [], material=skin,
