@@ -15,13 +15,13 @@
 """
 
 from .articulation import Articulation, fit_poses, learn_articulation
-from .learn import learn_model, learn_posed_hand, leave_one_out_error
+from .learn import in_model_frame, learn_model, learn_posed_hand, leave_one_out_error
 from .model_file import with_learned_articulation, with_learned_spaces
 from .pose_space import bulge_correctives, pose_pca, pose_pca_coefficients
 from .registrations import Registration, read_registrations
 from .shape_space import LinearSpace, align_meshes, fit_linear_space, shape_space, trait_space
 
 __all__ = ["Articulation", "LinearSpace", "Registration", "align_meshes", "bulge_correctives", "fit_linear_space",
-           "fit_poses", "learn_articulation", "learn_model", "learn_posed_hand", "leave_one_out_error", "pose_pca",
-           "pose_pca_coefficients", "read_registrations", "shape_space", "trait_space", "with_learned_articulation",
-           "with_learned_spaces"]
+           "fit_poses", "in_model_frame", "learn_articulation", "learn_model", "learn_posed_hand",
+           "leave_one_out_error", "pose_pca", "pose_pca_coefficients", "read_registrations", "shape_space",
+           "trait_space", "with_learned_articulation", "with_learned_spaces"]

@@ -31,6 +31,7 @@ import torch
 
 from ..core.alignment import procrustes
 from ..core.errors import ParameterError, ShapeError
+from ..core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from ..io.model_data import ModelData
 from ..io.official_nimble import BONE_TO_JOINT
 from .articulation import learn_articulation
@@ -39,7 +40,7 @@ from .pose_space import pose_pca
 from .registrations import Registration, read_registrations
 from .shape_space import LinearSpace, align_meshes, fit_linear_space, trait_space
 
-__all__ = ["learn_model", "learn_posed_hand", "leave_one_out_error"]
+__all__ = ["in_model_frame", "learn_model", "learn_posed_hand", "leave_one_out_error"]
 
 _REST_SESSIONS = ("pose00", "rest", "pre", "")
 
@@ -104,6 +105,27 @@ def _head_traits(regs: Sequence[Registration], base: ModelData, variance: float
     movements = torch.tensor(deltas, dtype=torch.float64) if named else None
     space = trait_space(pre, post, fixed=fixed, movements=movements, variance=variance)
     return space, named, len(complete)
+
+
+def in_model_frame(vertices: Any, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A posed hand registration ``vertices (V, 3)`` with its fitted ``params`` (``pose (1, 20, 3)`` and
+    optionally ``global_orient``, ``transl``, ``scale``, as ``anatomy register`` writes them) as the
+    layer's pose alone: ``((vertices - transl) / scale, pose)`` with ``global_orient`` folded into the
+    root row (the layer turns the root by ``global_orient`` before posing, then scales about the
+    origin and translates)."""
+    pose = torch.as_tensor(np.asarray(params["pose"], dtype=np.float64)).reshape(1, -1, 3).clone()
+    verts = torch.as_tensor(np.asarray(vertices, dtype=np.float64))
+    if "transl" in params:
+        verts = verts - torch.as_tensor(np.asarray(params["transl"], dtype=np.float64)).reshape(1, 3)
+    if "scale" in params:
+        scale = float(np.asarray(params["scale"], dtype=np.float64).reshape(-1)[0])
+        if not scale > 0:
+            raise ParameterError(f"a registration's scale must be positive, got {scale}.")
+        verts = verts / scale
+    if "global_orient" in params:
+        turn = axis_angle_to_matrix(torch.as_tensor(np.asarray(params["global_orient"], dtype=np.float64)).reshape(3))
+        pose[0, 0] = matrix_to_axis_angle(turn @ axis_angle_to_matrix(pose[0, 0]))
+    return verts, pose
 
 
 def learn_posed_hand(
@@ -179,10 +201,10 @@ def learn_model(
     if hand and not head:
         posed = [r for r in regs if r.session not in _REST_SESSIONS]
         if posed and all("pose" in r.info.get("params", {}) for r in regs):
-            poses = np.concatenate([np.asarray(r.info["params"]["pose"], dtype=np.float64).reshape(1, -1, 3)
-                                    for r in regs])
+            # anatomy register fits global_orient / transl / scale too: fold them into the pose and the meshes
+            framed = [in_model_frame(r.vertices, r.info["params"]) for r in regs]
             data, hand_report = learn_posed_hand(
-                base, torch.from_numpy(np.stack([r.vertices for r in regs])), poses, [r.subject for r in regs],
+                base, torch.stack([v for v, _ in framed]), torch.cat([p for _, p in framed]), [r.subject for r in regs],
                 components=components, variance=variance,
                 provenance={"registrations": len(regs), **(provenance or {})})
             report.update(hand_report)

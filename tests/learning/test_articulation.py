@@ -20,6 +20,7 @@ from anatomy.learning import (
     bulge_correctives,
     fit_linear_space,
     fit_poses,
+    in_model_frame,
     learn_articulation,
     learn_model,
     learn_posed_hand,
@@ -190,6 +191,29 @@ def test_model_file_loads_in_nimble(setup: dict, tmp_path: Path) -> None:
         out = hand(art.poses[i:i + 1, list(BONE_TO_JOINT)], coeffs, transl=art.transl[i:i + 1])
     assert float((out.vertices[0] - setup["meshes"][setup["train"]][i]).norm(dim=-1).mean()) < 0.1
     anatomy.Nimble(back, pose_mode="pca")
+
+
+def test_registered_global_pose_folds_into_the_root_row() -> None:
+    # anatomy register writes world meshes made with global_orient, transl and scale: in_model_frame
+    # turns them into the pose-only meshes that learning compares with the layer
+    hand = anatomy.Nimble(dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    pose = hand.sample_pose(1, generator=g).double()
+    pose[:, 0] = torch.tensor([0.2, -0.1, 0.3], dtype=torch.float64)
+    shape = torch.randn(1, 4, generator=g, dtype=torch.float64)
+    params = {"pose": pose, "shape": shape, "global_orient": torch.tensor([[0.5, 1.0, -0.3]], dtype=torch.float64),
+              "transl": torch.tensor([[10.0, -5.0, 100.0]], dtype=torch.float64),
+              "scale": torch.tensor([1.1], dtype=torch.float64)}
+    with torch.no_grad():
+        world = hand(**params).vertices[0]
+        verts, folded = in_model_frame(world.numpy(), {k: v.tolist() for k, v in params.items()})
+        local = hand(folded, shape).vertices[0]
+    assert float((verts - local).abs().max()) < 1e-4 and float((verts - world).abs().max()) > 50.0
+    assert torch.allclose(folded[:, 1:], pose[:, 1:])
+    same, unchanged = in_model_frame(world.numpy(), {"pose": pose.tolist()})  # nothing to fold
+    assert torch.equal(same, world) and torch.equal(unchanged, pose)
+    with pytest.raises(ParameterError, match="scale must be positive"):
+        in_model_frame(world.numpy(), {"pose": pose.tolist(), "scale": [0.0]})
 
 
 def test_bad_input() -> None:
