@@ -8,7 +8,10 @@
   manifest), the traits are regressed one by one and keep their names and units (a movement no pair
   made keeps the base's field); else they are principal components. The shape space comes from one
   registration per subject (the pre session when there is one), aligned by generalised Procrustes,
-  with the trait directions projected out.
+  with the trait directions projected out. Expression scans (sessions starting with ``expr``, e.g.
+  ``expr01``) give the expression space: principal components of their changes from the subject's
+  neutral registration (session ``neutral``, ``rest`` or ``pre``), aligned on the skull; they do not
+  enter the shape space.
 * **Hand** (base: ``bones``, ``muscles``, ``skin``): without posed registrations, the shape space from
   one rest-pose registration per subject (session ``pose00`` or ``rest``, else the subject's only one).
   When posed registrations carry their fitted pose (``params.pose`` of the phantom datasets' manifest,
@@ -42,7 +45,8 @@ from .shape_space import LinearSpace, align_meshes, fit_linear_space, trait_spac
 
 __all__ = ["in_model_frame", "learn_model", "learn_posed_hand", "leave_one_out_error"]
 
-_REST_SESSIONS = ("pose00", "rest", "pre", "")
+_REST_SESSIONS = ("pose00", "rest", "pre", "neutral", "")
+_EXPRESSION_PREFIX = "expr"  # sessions "expr01", "expression-smile", ...: expression scans of a subject
 
 
 def _one_per_subject(regs: Sequence[Registration], prefer: Sequence[str]) -> list[Registration]:
@@ -105,6 +109,35 @@ def _head_traits(regs: Sequence[Registration], base: ModelData, variance: float
     movements = torch.tensor(deltas, dtype=torch.float64) if named else None
     space = trait_space(pre, post, fixed=fixed, movements=movements, variance=variance)
     return space, named, len(complete)
+
+
+def _is_expression(r: Registration) -> bool:
+    return r.session.lower().startswith(_EXPRESSION_PREFIX)
+
+
+def _expression_space(regs: Sequence[Registration], base: ModelData, variance: float
+                      ) -> tuple[LinearSpace | None, dict[str, Any]]:
+    """The expression space from expression scans: each one's change from its subject's neutral (or
+    rest / pre) registration, aligned rigidly on the skull (expressions move soft tissue and the jaw),
+    by principal components (:func:`~anatomy.learning.trait_space` without named movements)."""
+    neutral = {r.subject: r for r in _one_per_subject([r for r in regs if not _is_expression(r)], _REST_SESSIONS)}
+    pairs = [(neutral[r.subject], r) for r in regs if _is_expression(r) and r.subject in neutral]
+    orphans = sorted({r.subject for r in regs if _is_expression(r) and r.subject not in neutral})
+    report: dict[str, Any] = {"expression_scans": len(pairs)}
+    if orphans:
+        report["expression_without_neutral"] = orphans
+    if not pairs:
+        return None, report
+    skull = next(t for t in base.tissues if t.name == "skull")
+    fixed = torch.zeros(base.num_vertices, dtype=torch.bool)
+    fixed[skull.start:skull.stop] = True
+    rest = torch.from_numpy(np.stack([a.vertices for a, _ in pairs]))
+    moved = torch.from_numpy(np.stack([b.vertices for _, b in pairs]))
+    frame = procrustes(rest, base.template.double().expand_as(rest), fixed.double().expand(len(pairs), -1))
+    space = trait_space(frame.apply(rest), frame.apply(moved), fixed=fixed, variance=variance)
+    report["expression"] = {"components": space.num_components,
+                            "explained": [round(float(e), 4) for e in space.explained]}
+    return space, report
 
 
 def in_model_frame(vertices: Any, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,6 +231,12 @@ def learn_model(
             named = ("trait",) if is_named else ()
             report["trait"] = {"components": trait.num_components, "named": is_named,
                                "explained": [round(float(e), 4) for e in trait.explained]}
+    if head:
+        expression, expression_report = _expression_space(regs, base, variance)
+        report.update(expression_report)
+        if expression is not None:
+            spaces["expression"] = expression
+        regs = [r for r in regs if not _is_expression(r)]  # shape and traits from the neutral heads
     if hand and not head:
         posed = [r for r in regs if r.session not in _REST_SESSIONS]
         if posed and all("pose" in r.info.get("params", {}) for r in regs):

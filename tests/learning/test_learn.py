@@ -14,7 +14,7 @@ import anatomy
 from anatomy.cli import main
 from anatomy.core.errors import ModelFileError, ShapeError
 from anatomy.io import load_model, write_ply
-from anatomy.learning import learn_model, read_registrations
+from anatomy.learning import Registration, learn_model, read_registrations
 from anatomy.models.sculptor import default_head_path
 
 pytest.importorskip("nibabel")
@@ -86,6 +86,36 @@ def test_plain_folders_give_principal_traits(dataset: Path, tmp_path: Path) -> N
     q2, _ = torch.linalg.qr(truth.T)
     assert float(torch.linalg.svdvals(q1.T @ q2).min()) > 0.99
     assert "trait_components" not in data.meta
+
+
+def test_expression_scans_give_the_expression_space() -> None:
+    """Subjects scanned neutral and with expressions (sessions expr*): the learned expression space
+    spans the generating one, and the neutral heads alone make the shape space."""
+    base = load_model(default_head_path())
+    head = anatomy.Sculptor(base, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    used = 4  # expressions drive the first 4 expression components
+    regs = []
+    with torch.no_grad():
+        for s in range(6):
+            shape = torch.randn(1, 10, generator=g, dtype=torch.float64)
+            expr = torch.zeros(4, 10, dtype=torch.float64)
+            expr[:, :used] = 1.5 * torch.randn(4, used, generator=g, dtype=torch.float64)
+            neutral = head(shape=shape).vertices[0].numpy()
+            regs.append(Registration(f"sub-{s}", "neutral", Path("."), neutral))
+            for e, out in enumerate(head(shape=shape.expand(4, -1), expression=expr).vertices.numpy()):
+                regs.append(Registration(f"sub-{s}", f"expr{e:02d}", Path("."), out))
+    regs.append(Registration("sub-9", "expr00", Path("."), neutral))  # no neutral scan: left out, reported
+    data, report = learn_model(regs, base, variance=0.999999)
+    assert report["expression_scans"] == 24 and report["expression_without_neutral"] == ["sub-9"]
+    assert report["subjects"] == 6 and report["expression"]["components"] >= used
+    assert sum(report["expression"]["explained"][:used]) > 0.999  # rounded to 4 places
+    learned = data.spaces["expression"][:used].reshape(used, -1).double()
+    truth = base.spaces["expression"][:used].reshape(used, -1).double()
+    q1, _ = torch.linalg.qr(learned.T)
+    q2, _ = torch.linalg.qr(truth.T)
+    assert float(torch.linalg.svdvals(q1.T @ q2).min()) > 0.99
+    anatomy.Sculptor(data)  # the learned file loads
 
 
 def test_bad_registrations(tmp_path: Path) -> None:
