@@ -40,16 +40,20 @@ def cmd_learn(args: argparse.Namespace) -> int:
           f"{shape['components']} components (leave-one-out {shape['leave_one_out_mm']} mm)"
           + (f", trait {trait['components']} ({'named' if trait['named'] else 'principal'}) from "
              f"{report['pairs']} pairs" if trait else "")
+          + (f", expression {report['expression']['components']} from {report['expression_scans']} expression "
+             f"scans" if "expression" in report else "")
           + f"; wrote {', '.join(str(w) for w in written)} and {report_path}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``learn`` to the command's sub-parsers."""
-    p = sub.add_parser("learn", help="learn a model's shape/trait spaces from registrations", epilog=EPILOG)
+    p = sub.add_parser("learn", help="learn a model's shape/trait/expression spaces (or a hand's articulation) "
+                                     "from registrations", epilog=EPILOG)
     p.add_argument("--registrations", required=True,
                    help="folder of registrations: a phantom dataset (manifest.json) or sub-folders holding one "
-                        "PLY/OBJ per tissue in the base model's vertex order")
+                        "PLY/OBJ per tissue in the base model's vertex order (sub-X/ses-Y: sessions pre/post give "
+                        "traits, expr* expressions, posed hands with params.json the articulation)")
     p.add_argument("--model", default="head", help="the base model: 'head', 'hand' or a model file")
     p.add_argument("--out", required=True, help="model path to write (stem, .safetensors or .json)")
     p.add_argument("--components", type=int, default=None, help="shape components (default: by --variance)")
