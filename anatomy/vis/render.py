@@ -137,8 +137,10 @@ def _bounds(panels: Sequence[Sequence[Layer]]) -> tuple[np.ndarray, float]:
 _VIEW_ANGLE = 30.0  # degrees, vertical
 
 
-def _framing(panels: Sequence[Sequence[Layer]], view: tuple[Vec, Vec], aspect: float) -> tuple[np.ndarray, float]:
-    """Focal point and camera distance that fit every panel's meshes into the picture, with a margin."""
+def _framing(panels: Sequence[Sequence[Layer]], view: tuple[Vec, Vec], aspect: float,
+             bar: bool = False) -> tuple[np.ndarray, float]:
+    """Focal point and camera distance that fit every panel's meshes into the picture, with a margin
+    (with a colour ``bar``: into the left 80 % of it, the bar taking the rest)."""
     pts = np.concatenate([layer.vertices for panel in panels for layer in panel])
     d = np.asarray(view[0], dtype=np.float64) / np.linalg.norm(view[0])
     up = np.asarray(view[1], dtype=np.float64)
@@ -148,9 +150,14 @@ def _framing(panels: Sequence[Sequence[Layer]], view: tuple[Vec, Vec], aspect: f
     lo, hi = pts.min(0), pts.max(0)
     centre = (lo + hi) / 2
     rel = pts - centre
-    half_h = max(float(np.abs(rel @ up).max()), float(np.abs(rel @ right).max()) / aspect, 1e-6)
+    half_h = max(float(np.abs(rel @ up).max()), 1e-6)
+    width = 0.8 if bar else 1.0
+    half_h = max(half_h, float(np.abs(rel @ right).max()) / (aspect * width))
     tan = math.tan(math.radians(_VIEW_ANGLE / 2))
-    return centre, 1.12 * half_h / tan + float((rel @ d).max())
+    distance = 1.12 * half_h / tan + float((rel @ d).max())
+    if bar:  # move the view right by a tenth of the picture's width: the meshes sit left of the bar
+        centre = centre + right * 0.2 * distance * tan * aspect
+    return centre, distance
 
 
 def _scalar_range(panels: Sequence[Sequence[Layer]], clim: tuple[float, float] | None) -> tuple[float, float]:
@@ -220,7 +227,8 @@ def _render_pyvista(panels: Sequence[Sequence[Layer]], path: Path, titles: Seque
                     cmap: str) -> Path:
     import pyvista as pv
 
-    centre, distance = _framing(panels, view, size[0] / size[1])
+    bar = any(layer.scalars is not None for panel in panels for layer in panel)
+    centre, distance = _framing(panels, view, size[0] / size[1], bar)
     direction = np.asarray(view[0], dtype=np.float64)
     direction /= np.linalg.norm(direction)
     plotter = pv.Plotter(off_screen=True, shape=(1, len(panels)), window_size=[size[0] * len(panels), size[1]],
@@ -233,7 +241,8 @@ def _render_pyvista(panels: Sequence[Sequence[Layer]], path: Path, titles: Seque
             for i, layer in enumerate(panel):
                 options: dict[str, Any] = {"opacity": layer.opacity, "smooth_shading": True}
                 if layer.scalars is not None:
-                    options.update(scalars="scalars", cmap=cmap, clim=clim, nan_color="lightgrey",
+                    options.update(scalars="scalars", cmap=cmap, clim=clim, nan_color="lightgrey", specular=0.0,
+                                   ambient=0.3, diffuse=0.7,
                                    show_scalar_bar=not has_bar,
                                    scalar_bar_args={"title": scalar_title, "color": "black", "vertical": True,
                                                     "position_x": 0.85, "position_y": 0.1, "height": 0.8,
