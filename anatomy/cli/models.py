@@ -39,6 +39,23 @@ def _write_meshes(out: ModelOutput, folder: Path, index: int) -> list[str]:
     return written
 
 
+def _write_formatted(out: ModelOutput, model: ArticulatedModel, folder: Path, fmt: str, texture: bool,
+                     skin_type: str, indices: range, stem: str) -> list[str]:
+    """Meshes as glTF (.glb) or OBJ + MTL, with the model's albedo map when ``texture``."""
+    from ..appearance import SkinAppearance, appearance, write_textured
+
+    app = appearance(model) if texture else None
+    params = None
+    if isinstance(app, SkinAppearance):
+        params = app.default_params(out.vertices.shape[0], skin_type=skin_type)
+    written = []
+    for b in indices:
+        name = stem if len(indices) == 1 else f"{stem}{b}"
+        written += [p.name for p in write_textured(out, folder, app=app, params=params, fmt=fmt, index=b,
+                                                   stem=name)]
+    return written
+
+
 def _head_demo(samples: int, seed: int) -> ModelOutput:
     """The embedded default head: mean shape at rest, then random shapes, traits and expressions
     with the mouth opening to 30-90 % of the jaw's opening limit."""
@@ -62,10 +79,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
+    model: ArticulatedModel
     if args.model == "head":
         out = _head_demo(args.samples, args.seed)
+        model = Sculptor()
     else:
-        model: ArticulatedModel
         if args.model == "hand":  # rest pose, then poses sampled within the hand's joint limits
             model = Nimble()
             sampled = model.sample_pose(args.samples, generator=torch.Generator().manual_seed(args.seed))
@@ -78,8 +96,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with torch.no_grad():
             out = model(poses, **coeffs)
     files = []
-    for b in range(args.samples):
-        files += _write_meshes(out, folder, b)
+    if args.format == "mesh":
+        for b in range(args.samples):
+            files += _write_meshes(out, folder, b)
+    else:  # textured where the model has an appearance space (the hand, the head)
+        texture = isinstance(model, (Nimble, Sculptor))
+        files += _write_formatted(out, model, folder, args.format, texture, "light", range(args.samples), "sample")
     picture = None
     if not args.no_picture:
         from ..vis import render_output
@@ -101,13 +123,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Rest-pose (mean shape) meshes of every tissue: OBJ + PLY, and VTU for tetrahedral tissues."""
-    model = ArticulatedModel(resolve_model(args.model))
+    """Rest-pose (mean shape) meshes of every tissue: OBJ + PLY, and VTU for tetrahedral tissues;
+    or one glTF (.glb) / OBJ + MTL set, with the skin's albedo map when ``--texture``."""
+    if args.texture and args.format == "mesh":
+        raise AnatomyError("--texture needs --format glb or --format obj (the plain mesh files carry no UVs).")
+    model: ArticulatedModel
+    if args.model == "hand":
+        model = Nimble()
+    elif args.model == "head":
+        model = Sculptor()
+    else:
+        model = ArticulatedModel(resolve_model(args.model))
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         out = model()
-    files = _write_meshes(out, folder, 0)
+    if args.format == "mesh":
+        files = _write_meshes(out, folder, 0)
+    else:
+        files = _write_formatted(out, model, folder, args.format, args.texture, args.skin_type, range(1), "model")
     print(f"wrote {len(files)} files to {folder}: {', '.join(files)}")
     return 0
 
@@ -169,11 +203,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--samples", type=int, default=3, help="number of posed samples (default 3)")
     demo.add_argument("--seed", type=int, default=0, help="random seed for poses and shapes")
     demo.add_argument("--no-picture", action="store_true", help="skip the PNG (no matplotlib needed)")
+    demo.add_argument("--format", choices=["mesh", "glb", "obj"], default="mesh",
+                      help="mesh: OBJ/PLY/VTU per tissue (default); glb: one glTF 2.0 file per sample; obj: OBJ + "
+                           "MTL per sample (hand and head with their albedo texture)")
     demo.set_defaults(func=cmd_demo)
-    export = sub.add_parser("export", help="write a model's rest meshes per tissue (OBJ/PLY, VTU for tets)",
+    export = sub.add_parser("export", help="write a model's rest meshes (OBJ/PLY/VTU per tissue, glTF, textured OBJ)",
                             epilog=EPILOG)
     export.add_argument("model", help="built-in model ('hand', 'toy') or a model file path")
     export.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
+    export.add_argument("--format", choices=["mesh", "glb", "obj"], default="mesh",
+                        help="mesh: OBJ/PLY (+VTU) per tissue (default); glb: one glTF 2.0 file, a node per tissue; "
+                             "obj: OBJ per tissue + MTL")
+    export.add_argument("--texture", action="store_true",
+                        help="bake the skin (hand) / face (head) albedo map into its UV layout (--format glb|obj)")
+    export.add_argument("--skin-type", choices=["light", "moderate", "dark"], default="light",
+                        help="melanin of the albedo map: published mid-range fractions 0.03 / 0.13 / 0.30")
     export.set_defaults(func=cmd_export)
     convert = sub.add_parser("convert", help="convert an official NIMBLE/PIANO/SCULPTOR file to our model format",
                              epilog=EPILOG)
