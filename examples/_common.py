@@ -13,7 +13,24 @@ from anatomy import Sculptor
 from anatomy.fitting.synthetic import hidden_traits, move_points, random_rigid
 
 F64 = torch.float64
-__all__ = ["F64", "errors", "heads_in_scanner", "move_points", "parse_args", "random_heads", "scanner_frame"]
+__all__ = ["F64", "base_parser", "errors", "heads_in_scanner", "move_points", "out_folder", "parse_args",
+           "random_heads", "scanner_frame"]
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """The options every example has: --smoke, --out, --seed (add the example's own to it)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--smoke", action="store_true", help="one small, fast run (for the test suite)")
+    parser.add_argument("--out", default=None, help="output folder (default: a new temporary folder)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def out_folder(args: argparse.Namespace) -> Path:
+    """``args.out`` as a created folder (a new temporary one when not given); also stored back in ``args.out``."""
+    args.out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="anatomy_example_"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    return Path(args.out)
 
 
 def parse_args(description: str, heads: int) -> argparse.Namespace:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -32,3 +33,22 @@ def test_example_smoke(script: str, tmp_path: Path) -> None:
         assert worst < 1e-3
     if script.startswith("03"):
         assert re.search(r"pogonion\s+moves\s+5\.000 mm", done.stdout)
+    if script.startswith("04"):
+        # every pose (named and sampled) lies inside the joint limits; meshes and a picture are written
+        violations = [float(v) for v in re.findall(r"([0-9.e+-]+) rad", done.stdout)]
+        assert violations and max(violations) < 1e-6
+        assert (tmp_path / "fist" / "skin.ply").exists() and (tmp_path / "hands.png").exists()
+    if script.startswith("05"):
+        # the incisors part further at every step of the opening sweep
+        gaps = [float(g) for g in re.findall(r"([0-9.]+) mm\s+[0-9.]+ mm$", done.stdout, re.M)]
+        assert len(gaps) == 3 and gaps[0] < gaps[1] < gaps[2]
+        assert (tmp_path / "face_change.png").exists()
+    if script.startswith("06"):
+        for name in ("hand_mri", "head_ct"):
+            manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+            assert manifest["num_samples"] == len(manifest["samples"]) >= 1
+    if script.startswith("07"):
+        # training through the layer lowers the held-out vertex error
+        first, last = (float(x) for x in re.search(  # type: ignore[union-attr]
+            r"held-out vertex error ([0-9.]+) -> ([0-9.]+) mm", done.stdout).groups())
+        assert last < first

@@ -245,7 +245,7 @@ def _render_pyvista(panels: Sequence[Sequence[Layer]], path: Path, titles: Seque
                                    ambient=0.3, diffuse=0.7,
                                    show_scalar_bar=not has_bar,
                                    scalar_bar_args={"title": scalar_title, "color": "black", "vertical": True,
-                                                    "position_x": 0.85, "position_y": 0.1, "height": 0.8,
+                                                    "position_x": 0.8, "position_y": 0.1, "height": 0.8,
                                                     "width": 0.08, "fmt": "%.2f"})
                     has_bar = True
                 else:
