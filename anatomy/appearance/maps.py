@@ -152,8 +152,8 @@ def _hand(model: Nimble, resolution: int) -> SkinAppearance:
     skin = layout["skin"]
     with torch.no_grad():
         rest = model()
-        verts = rest.tissue("skin")[0].double().numpy()
-        joints = rest.joints[0].double().numpy()
+        verts = rest.tissue("skin")[0].double().cpu().numpy()
+        joints = rest.joints[0].double().cpu().numpy()
         dense = model.weights.to_dense() if model.weights.is_sparse else model.weights
         weights = dense[skin.start:skin.stop].double().cpu().numpy()
         # the palmar side is where a flexed finger goes: flex the middle finger's proximal joint
@@ -161,9 +161,10 @@ def _hand(model: Nimble, resolution: int) -> SkinAppearance:
         tip_flexed = tip_rest
         if model.has_joint_limits:
             limits = model.joint_limits()
-            angles = torch.zeros(1, 20, 3, dtype=limits.upper.dtype)
+            angles = torch.zeros(1, 20, 3, dtype=limits.upper.dtype, device=limits.upper.device)
             angles[0, 9, 0] = 0.8 * limits.upper[9, 0]
-            tip_flexed = model(limits.rotations(angles).to(model.template.dtype)).joints[0, 14].double().numpy()
+            flexed = model(limits.rotations(angles).to(model.template))
+            tip_flexed = flexed.joints[0, 14].double().cpu().numpy()
     faces = skin.faces.cpu().numpy()
     group, dist = hand_sides(verts, weights, joints, tip_flexed, tip_rest)
     # chart label per face: its corners' majority group, then the side of its centroid
@@ -180,8 +181,8 @@ def _head(model: Sculptor, resolution: int) -> SkinAppearance:
     face = layout["face"]
     with torch.no_grad():
         rest = model()
-        verts = rest.tissue("face")[0].double().numpy()
-        landmarks = {n: rest.landmarks[0, i].double().numpy() for i, n in enumerate(rest.landmark_names)} \
+        verts = rest.tissue("face")[0].double().cpu().numpy()
+        landmarks = {n: rest.landmarks[0, i].double().cpu().numpy() for i, n in enumerate(rest.landmark_names)} \
             if rest.landmarks is not None else {}
     # one chart: a seam across the face would show; its area distortion stays bounded (reported in tests)
     layout_uv = unwrap(verts, face.faces.cpu().numpy(), max_distortion=4.0)

@@ -318,6 +318,36 @@ def _split_to_discs(p: np.ndarray, faces: np.ndarray, face_ids: np.ndarray, dept
     return out
 
 
+def _face_neighbours(faces: np.ndarray, n: int) -> np.ndarray:
+    """``(F, 3)`` the face across each edge (the face itself on a boundary edge)."""
+    _, keys = _edge_keys(faces, n)
+    f = len(faces)
+    slot = np.arange(3 * f)
+    order = np.argsort(keys, kind="stable")
+    ks = keys[order]
+    out = np.tile(np.arange(f), 3)
+    same = np.flatnonzero(ks[1:] == ks[:-1])
+    a, b = order[same], order[same + 1]
+    out[a], out[b] = slot[b] % f, slot[a] % f
+    return out.reshape(3, f).T
+
+
+def _smooth_labels(faces: np.ndarray, labels: np.ndarray, n: int, rounds: int = 4) -> np.ndarray:
+    """Straighten chart borders: a face whose neighbours (at least two of three) agree on another
+    label takes it; a few rounds remove the saw teeth that per-face labels leave."""
+    nb = _face_neighbours(faces, n)
+    labels = labels.copy()
+    for _ in range(rounds):
+        lab = labels[nb]
+        pair = np.where(lab[:, 0] == lab[:, 1], lab[:, 0], np.where(lab[:, 1] == lab[:, 2], lab[:, 1],
+                                                                     np.where(lab[:, 0] == lab[:, 2], lab[:, 0], -1)))
+        change = (pair >= 0) & (pair != labels)
+        if not change.any():
+            break
+        labels[change] = pair[change]
+    return labels
+
+
 def _merge_small(faces: np.ndarray, labels: np.ndarray, n: int, min_faces: int) -> np.ndarray:
     """Give the faces of label components smaller than ``min_faces`` the label of a neighbouring face."""
     labels = labels.copy()
@@ -420,7 +450,7 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | None = 
         raise ParameterError(f"max_distortion must be > 1, got {max_distortion}.")
     if not 0 <= gutter < 0.1:
         raise ParameterError(f"gutter must be in [0, 0.1), got {gutter}.")
-    lab = _merge_small(f, lab, len(p), min_faces=16)
+    lab = _merge_small(f, _smooth_labels(f, lab, len(p)), len(p), min_faces=16)
     comps = _face_components(f, lab, len(p))
     pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for c in range(int(comps.max()) + 1):

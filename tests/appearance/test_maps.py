@@ -118,3 +118,8 @@ def test_cli_export_glb_and_obj(tmp_path) -> None:
     assert read_png(tmp_path / "o" / "model_skin_albedo.png").shape == (512, 512, 3)
     assert main(["export", "toy", "--out", str(tmp_path / "t"), "--format", "glb"]) == 0  # flat colours
     assert main(["export", "hand", "--out", str(tmp_path / "x"), "--texture"]) == 2  # needs --format glb|obj
+    assert main(["demo", "--model", "toy", "--out", str(tmp_path / "d"), "--samples", "2", "--format", "glb",
+                 "--no-picture"]) == 0
+    for b in range(2):
+        doc, _ = read_glb(tmp_path / "d" / f"sample{b}.glb")
+        assert len(doc["meshes"]) >= 1 and "images" not in doc  # the toy has no appearance space: flat colours
