@@ -83,13 +83,13 @@ def main() -> None:
     args = parser.parse_args()
     out = out_folder(args)
     if args.smoke:
-        args.iterations, args.batch = 20, 8
+        args.iterations, args.batch = 12, 8
     torch.manual_seed(args.seed)
     hand = Nimble()
     hand.requires_grad_(False)
     g_train = torch.Generator().manual_seed(args.seed)
     g_val = torch.Generator().manual_seed(args.seed + 10_000)
-    val_pose, val_shape = draw(hand, 16 if args.smoke else 128, g_val)
+    val_pose, val_shape = draw(hand, 8 if args.smoke else 128, g_val)
     with torch.no_grad():
         val_target = hand(val_pose, val_shape)
     val_input = network_input(val_target.keypoints, args.input, args.noise, g_val)
