@@ -22,10 +22,20 @@ from .models import ArticulatedModel, ModelOutput, Nimble, Piano, Sculptor
 
 __version__ = "0.1.0"
 
+
+def fit(model: object, target: object, **options: object) -> object:
+    """Fit ``model`` (a layer, ``"hand"``, ``"head"`` or a model file) to ``target`` (keypoints, point clouds,
+    a mesh / keypoint file or a CT/MRI volume); see :func:`anatomy.pipeline.fit_target.fit`. Imported on
+    first use: the pipeline pulls in the scans package."""
+    from .pipeline.fit_target import fit as _fit
+
+    return _fit(model, target, **options)
+
+
 __all__ = [
     "AnatomyError", "ArticulatedModel", "DeviceError", "DtypeError", "HeadFit", "ModelData", "ModelFileError",
     "ModelOutput", "Nimble", "OptionalDependencyError", "ParameterError", "Piano", "RangeWarning", "Sculptor",
     "ShapeError",
-    "SurgeryResult", "TissueSpec", "TopologyError", "UnsafePickleError", "__version__", "load_model",
+    "SurgeryResult", "fit", "TissueSpec", "TopologyError", "UnsafePickleError", "__version__", "load_model",
     "make_toy_model_data", "predict_face", "predict_skull", "save_model", "simulate_surgery",
 ]

@@ -1,0 +1,375 @@
+"""Fit the hand or head layer to a batch of targets: 3D / 2D keypoints and point clouds (``fit``).
+
+Staged optimisation (``global`` -> ``pose`` -> ``shape``, see :mod:`.fit_variables`) with Adam, which
+acts element by element: a batch of fits is exactly a batch of independent fits. The energy of each fit
+is the sum of its robust data terms (:mod:`.keypoints`, :mod:`.clouds`; residuals in units of the
+expected noise ``sigma``), the Gaussian priors of the normalised coefficients, a weak pose prior, the
+joint limits (hand: ``model.joint_limits()``; head: ``model.jaw_penalty``), and, in a last short
+stage on the full layer, the penetration penalty (``model.penetration()``). Units of a 3D target
+(mm or m) are detected from its size (``units="auto"``) or given; the target's frame is found by the
+closed-form start (Procrustes on keypoints, trimmed ICP for clouds) and the ``global`` stage.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..core.alignment import Similarity
+from ..core.errors import ParameterError
+from .camera import triangulate
+from .clouds import cloud_distances, cloud_start, cloud_term, match_cloud
+from .fit_targets import Keypoints2D, Keypoints3D, PointCloud, Target, as_targets, batch_of
+from .fit_variables import LEARNING_RATES, STAGES, FitVariables, model_kind
+from .hand_lm import HandKeypointSolver
+from .keypoints import keypoint_index, keypoint_start, keypoint_term, palm_mask, similarity_kwargs
+from .priors import ROBUST_LOSSES, pose_prior, shape_prior
+from .report import fit_report
+from .units import detect_units
+
+__all__ = ["FitOptions", "FitResult", "fit"]
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Settings of :func:`fit` (defaults suit targets in mm with about 1 mm / 2 px of noise).
+
+    * ``iterations``: Adam steps of the ``global``, ``pose`` and ``shape`` stages; ``lr``: a factor on the
+      step sizes of :data:`~.fit_variables.LEARNING_RATES` (decayed by a cosine within each stage).
+      ``lm_iterations``: the same for the hand's keypoint-only fits, which use Levenberg-Marquardt
+      (:mod:`.hand_lm`) when the layer is in axis-angle mode and has joint limits.
+    * ``sigma_mm``, ``sigma_px``: expected noise of 3D data (mm) and of 2D keypoints (pixels).
+    * ``loss``, ``loss_scale``: robust loss (:data:`~.priors.ROBUST_LOSSES`) and where it bends (sigmas).
+    * ``shape_prior``, ``pose_prior``, ``limits``: weights of the coefficient prior, of the squared pose
+      angles (rad^2) and of the squared joint-limit violations (rad^2).
+    * ``penetration``: a last stage of ``penetration_steps`` on the full layer with the penetration penalty
+      (mm^2, weight ``penetration_weight``); it costs full posed meshes, so it is skipped for batches larger
+      than ``penetration_max_batch``.
+    * ``fit_scale``: also fit a uniform scale; ``units``: ``"mm"``, ``"m"`` or ``"auto"`` (3D targets).
+    * ``trim``, ``reject_mm``, ``match_every``, ``cloud_weight``: point-cloud matching (see :mod:`.clouds`).
+    * ``output``: compute the full layer output at the end (the fitted meshes).
+    """
+
+    iterations: tuple[int, int, int] = (60, 200, 200)
+    lm_iterations: tuple[int, int, int] = (8, 15, 15)
+    lr: float = 1.0
+    sigma_mm: float = 1.0
+    sigma_px: float = 2.0
+    loss: str = "geman_mcclure"
+    loss_scale: float = 5.0
+    shape_prior: float = 1.0
+    pose_prior: float = 0.01
+    limits: float = 1000.0
+    penetration: bool = True
+    penetration_steps: int = 20
+    penetration_weight: float = 1.0
+    penetration_max_batch: int = 64
+    fit_scale: bool = False
+    units: str = "auto"
+    trim: float = 0.1
+    reject_mm: float = 5.0
+    match_every: int = 10
+    cloud_weight: float = 100.0
+    output: bool = True
+
+    def __post_init__(self) -> None:
+        if self.loss not in ROBUST_LOSSES:
+            raise ParameterError(f"loss must be one of {ROBUST_LOSSES}, got {self.loss!r}.")
+        if self.units not in ("mm", "m", "auto"):
+            raise ParameterError(f"units must be 'mm', 'm' or 'auto', got {self.units!r}.")
+        if len(self.iterations) != 3 or any(int(i) < 0 for i in self.iterations):
+            raise ParameterError(f"iterations must be 3 non-negative step counts (global, pose, shape), "
+                                 f"got {self.iterations!r}.")
+        if not 0.0 <= self.trim < 1.0:
+            raise ParameterError(f"trim must be in [0, 1), got {self.trim}.")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` found, per target of the batch.
+
+    ``params``: the layer's keyword arguments ``(B, ...)`` (``model(**params)`` gives the fit);
+    ``output``: the layer's output for them (``None`` with ``FitOptions(output=False)``);
+    ``residuals``: per target, the distances ``(B, K)`` (keypoints: mm or pixels) or a list of ``(N_b,)``
+    (clouds: mm, every target point to the fitted surface); ``report``: units, per-target mean / 95th
+    percentile, stage energies, seconds (JSON-ready); ``units_scale``: the factor applied to 3D targets
+    (1000 for a target detected in metres; the fit and its meshes are in mm).
+    """
+
+    params: dict[str, torch.Tensor]
+    output: Any
+    residuals: list[Any]
+    report: dict[str, Any]
+    units_scale: float = 1.0
+    log: list[tuple[str, float]] = field(default_factory=list)
+
+
+class _Problem:
+    """The targets of one batch and the energy of the current values."""
+
+    def __init__(self, model: Any, targets: list[Target], opts: FitOptions) -> None:
+        self.model, self.targets, self.opts = model, targets, opts
+        self.kind = model_kind(model)
+        self.batch = batch_of(targets[0])
+        clouds = [t for t in targets if isinstance(t, PointCloud)]
+        default_tissue = "skin" if self.kind == "hand" else "face"
+        tissues = {t.tissue or default_tissue for t in clouds}
+        if len(tissues) > 1:
+            raise ParameterError(f"point clouds of one fit must sample one tissue, got {sorted(tissues)}.")
+        self.vars = FitVariables(model, self.batch, fit_scale=opts.fit_scale, tissue=tissues.pop() if tissues
+                                 else None)
+        names = self.vars.names()
+        self.kp = [(t, keypoint_index(t, names, self.kind)) for t in targets
+                   if isinstance(t, (Keypoints3D, Keypoints2D))]
+        self.kp_masks = [palm_mask(names, i, self.kind) for _, i in self.kp]
+        self.clouds = clouds
+        self.matches: list[list[Any]] = [[] for _ in clouds]
+
+    def energy(self, stage: str, step: int) -> torch.Tensor:
+        """``(B,)`` energies of the current values (correspondences refreshed every ``match_every`` steps)."""
+        o, v = self.opts, self.vars
+        kp, verts, _ = v.predict()
+        total = kp.new_zeros(self.batch)
+        for (t, index), mask in zip(self.kp, self.kp_masks):
+            use = mask if stage == "global" and int(mask.sum()) >= 3 else torch.ones_like(mask)
+            sigma = o.sigma_px if isinstance(t, Keypoints2D) else o.sigma_mm
+            total = total + keypoint_term(kp, t, index, use, sigma=sigma, loss=o.loss, scale=o.loss_scale)[0]
+        if self.clouds and verts is not None:
+            faces = v.part_faces
+            assert faces is not None
+            refresh = step % max(1, o.match_every) == 0 or not self.matches[0]
+            for c, cloud in enumerate(self.clouds):
+                if refresh:
+                    self.matches[c] = [match_cloud(verts[b].detach(), cloud, b, trim=o.trim, reject_mm=o.reject_mm)
+                                       for b in range(self.batch)]
+                terms = [cloud_term(verts[b], faces, cloud, b, self.matches[c][b], sigma=o.sigma_mm, loss=o.loss,
+                                    scale=o.loss_scale, weight=o.cloud_weight) for b in range(self.batch)]
+                total = total + torch.stack(terms)
+        return total + self.priors()
+
+    def priors(self) -> torch.Tensor:
+        o, vals = self.opts, self.vars.values
+        total = sum((shape_prior(vals[k]) for k in ("shape", "trait") if k in vals),
+                    vals["transl"].new_zeros(self.batch))
+        if "expression" in vals:
+            total = total + shape_prior(vals["expression"])
+        if self.kind == "hand":
+            pose = vals["pose"]
+            total = total + (o.pose_prior * pose_prior(pose) if pose.dim() == 3 else shape_prior(pose))
+            lim = self.vars.limit_penalty()
+            if lim is not None:
+                total = total + o.limits * lim
+        else:
+            total = total + o.pose_prior * vals["jaw_pose"].square().sum(-1)
+            total = total + o.limits * self.model.jaw_penalty(vals["jaw_pose"])
+        return total
+
+
+def _start(prob: _Problem) -> None:
+    """Closed-form global start: Procrustes on keypoints, else ICP of the rest surface onto each cloud."""
+    v = prob.vars
+    with torch.no_grad():
+        kp, verts, _ = v.predict()
+        rest_out = v.full_output() if prob.kind == "head" else None
+    root = (rest_out.joints[:, 0] if rest_out is not None else
+            prob.model.joint_template[0].expand(prob.batch, 3)).to(kp)
+    start = keypoint_start(kp, root, [(t, i, m) for (t, i), m in zip(prob.kp, prob.kp_masks)],
+                           fit_scale=prob.opts.fit_scale)
+    if start is None and prob.clouds and verts is not None:
+        cloud = prob.clouds[0]
+        sims = [cloud_start(verts[b], cloud.points[b], partial=cloud.partial, fit_scale=prob.opts.fit_scale)
+                for b in range(prob.batch)]
+        sim = Similarity(torch.stack([s.rotation for s in sims]).to(kp), torch.stack([s.translation for s in sims])
+                         .to(kp), torch.stack([s.scale.reshape(()) for s in sims]).to(kp))
+        start = similarity_kwargs(sim, root)
+    if start is None:
+        return
+    v.values["global_orient"] = start["global_orient"].to(kp)
+    v.values["transl"] = start["transl"].to(kp)
+    if "log_scale" in v.values:
+        v.values["log_scale"] = start["scale"].to(kp).log()
+
+
+def _run_stage(prob: _Problem, stage: str, steps: int, log: list[tuple[str, float]],
+               energy: Any = None) -> None:
+    """``steps`` of Adam (Kingma & Ba 2015; written out here: elementwise, so every fit of the batch is its own
+    problem) on the stage's free variables, the step size decayed by a cosine to zero."""
+    if steps <= 0:
+        return
+    free = prob.vars.free(stage)
+    for _, t in free:
+        t.requires_grad_(True)
+    moments = [(torch.zeros_like(t), torch.zeros_like(t)) for _, t in free]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    value = torch.zeros(())
+    for step in range(steps):
+        value = (energy or prob.energy)(stage, step).sum()
+        grads = torch.autograd.grad(value, [t for _, t in free])
+        lr_factor = prob.opts.lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+        with torch.no_grad():
+            for (name, t), (m, v), g in zip(free, moments, grads):
+                m.mul_(beta1).add_(g, alpha=1.0 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+                m_hat = m / (1.0 - beta1 ** (step + 1))
+                v_hat = v / (1.0 - beta2 ** (step + 1))
+                t.sub_(LEARNING_RATES[name] * lr_factor * m_hat / (v_hat.sqrt() + eps))
+    for _, t in free:
+        t.requires_grad_(False)
+    log.append((stage, float(value.detach()) / prob.batch))
+
+
+def _use_lm(prob: _Problem) -> bool:
+    m = prob.model
+    return (prob.kind == "hand" and not prob.clouds and m.pose_mode == "axis_angle" and m.has_joint_limits
+            and sum(prob.opts.lm_iterations) > 0)
+
+
+def _lm_targets(prob: _Problem) -> list[tuple[Any, torch.Tensor, torch.Tensor]]:
+    return [(t, i, m) for (t, i), m in zip(prob.kp, prob.kp_masks)]
+
+
+def _run_lm(prob: _Problem, log: list[tuple[str, float]]) -> None:
+    """The hand's keypoint fit by Levenberg-Marquardt; the result goes back into ``prob.vars``.
+
+    With only 2D keypoints: from two or more views the keypoints are first triangulated and fitted in 3D
+    (a start near the answer); from one view the ``global`` and ``pose`` stages run from four starts (the
+    closed-form one and its turns by 180 degrees about the camera's axes: a hand seen from one side is
+    ambiguous) and each fit keeps its best."""
+    v = prob.vars.values
+    targets = _lm_targets(prob)
+    solver = HandKeypointSolver(prob.model, prob.batch, targets, opts=prob.opts)
+    solver.set_start(v["global_orient"], v["transl"], v["log_scale"].exp() if "log_scale" in v else None)
+    views = [t for t, _, _ in targets if isinstance(t, Keypoints2D)]
+    its = prob.opts.lm_iterations
+    if len(views) == len(targets) and len(views) >= 2:
+        lifted = _triangulated(prob, targets)
+        if lifted is not None:
+            solver.targets = [lifted]
+            for stage, steps in zip(STAGES, its):
+                solver.run(stage, int(steps))
+            solver.targets = targets
+    elif len(views) == len(targets) == 1:
+        _multi_start(solver, views[0], its)
+    for stage, steps in zip(STAGES, its):
+        if steps > 0:
+            log.append((stage, solver.run(stage, int(steps))))
+    params = solver.params(v["transl"].dtype)
+    v["pose"] = params["pose"][:, 1:].contiguous()
+    for k in ("global_orient", "transl", "shape"):
+        if k in v:
+            v[k] = params[k]
+    if "log_scale" in v:
+        v["log_scale"] = params["scale"].log()
+
+
+def _triangulated(prob: _Problem, targets: list[Any]) -> tuple[Any, torch.Tensor, torch.Tensor] | None:
+    """The model keypoints seen (by name) in two or more views, triangulated: a 3D keypoint target."""
+    names = prob.vars.names()
+    seen: dict[int, list[tuple[Any, int]]] = {}
+    for t, index, _ in targets:
+        for col, k in enumerate(index.tolist()):
+            seen.setdefault(k, []).append((t, col))
+    ids = sorted(k for k, s in seen.items() if len(s) >= 2)
+    if len(ids) < 3:
+        return None
+    pts, conf = [], []
+    for k in ids:
+        views = seen[k]
+        px = [t.points[:, col:col + 1] for t, col in views]
+        w = [t.weight[:, col:col + 1] for t, col in views]
+        pts.append(triangulate(px, [t.camera for t, _ in views], w)[:, 0])
+        conf.append((torch.stack(w).squeeze(-1) > 0).sum(0).ge(2).double())
+    target = Keypoints3D(torch.stack(pts, 1), torch.stack(conf, 1), tuple(names[k] for k in ids))
+    index = torch.tensor(ids)
+    return target, index, palm_mask(names, index, prob.kind)
+
+
+def _multi_start(solver: HandKeypointSolver, view: Keypoints2D, its: tuple[int, int, int]) -> None:
+    """Global and pose stages from the current start and its 180-degree turns about the camera axes (about
+    the hand's centre); every fit keeps the start with the lowest cost."""
+    start = [t.clone() for t in solver.state()]
+    results = []
+    cam_rot = view.camera.rotation.to(solver.transl)
+    for axis in (None, 0, 1, 2):
+        state = [t.clone() for t in start]
+        if axis is not None:
+            flip = torch.diag(torch.tensor([-1.0, -1.0, -1.0]).index_fill(0, torch.tensor(axis), 1.0)).to(cam_rot)
+            turn = cam_rot.T @ flip @ cam_rot  # 180 degrees about the camera's axis, in world
+            pos, _, _ = solver.pose(tuple(state))
+            centre, root = pos.mean(1), pos[:, 0]
+            state[1] = turn @ state[1]
+            # the hand turns about its centre: the root joint goes to turn (root - centre) + centre
+            state[2] = (root - centre) @ turn.T + centre - (root - state[2])
+        solver.angles, solver.orient, solver.transl, solver.log_scale, solver.shape = state
+        for stage, steps in zip(STAGES[:2], its[:2]):
+            solver.run(stage, int(steps))
+        results.append((solver.state(), solver.cost(solver.state(), "pose")))
+    costs = torch.stack([c for _, c in results])  # (4, B)
+    best = costs.argmin(0)
+    chosen = []
+    for part in range(5):
+        stack = torch.stack([r[0][part] for r in results])
+        chosen.append(stack[best, torch.arange(stack.shape[1])])
+    solver.angles, solver.orient, solver.transl, solver.log_scale, solver.shape = chosen
+
+
+def _penetration_energy(prob: _Problem) -> Any:
+    model = prob.model
+    pen = model.penetration()
+
+    def energy(stage: str, step: int) -> torch.Tensor:
+        out = prob.vars.full_output()
+        if prob.kind == "hand":
+            p = pen.penalty(out.bones, out.skin, out.muscles)
+        else:
+            p = pen.penalty(out, margin=1.0)
+        return prob.energy(stage, step) + prob.opts.penetration_weight * p
+
+    return energy
+
+
+def fit(model: Any, targets: Any, *, options: FitOptions | None = None, **overrides: Any) -> FitResult:
+    """Fit ``model`` (a :class:`~anatomy.models.Nimble` or :class:`~anatomy.models.Sculptor` layer) to a batch
+    of targets: one :class:`Keypoints3D`, :class:`Keypoints2D` or :class:`PointCloud`, or several (summed:
+    e.g. several camera views, or a cloud with keypoints). ``options`` / keyword overrides: :class:`FitOptions`.
+    The fit runs on the model's device and dtype; the model itself is not changed. See the module text."""
+    start_time = time.perf_counter()
+    opts = options or FitOptions()
+    if overrides:
+        opts = FitOptions(**{**opts.__dict__, **overrides})
+    items = as_targets(targets)
+    items, units_scale = detect_units(model, items, opts.units)
+    prob = _Problem(model, items, opts)
+    log: list[tuple[str, float]] = []
+    _start(prob)
+    if _use_lm(prob):
+        _run_lm(prob, log)
+    else:
+        for stage, steps in zip(STAGES, opts.iterations):
+            _run_stage(prob, stage, int(steps), log)
+    if opts.penetration and prob.batch <= opts.penetration_max_batch and opts.penetration_steps > 0:
+        _run_stage(prob, "shape", opts.penetration_steps, log, _penetration_energy(prob))
+    with torch.no_grad():
+        kp, verts, _ = prob.vars.predict()
+        output = prob.vars.full_output() if opts.output else None
+        residuals: list[Any] = []
+        for t in items:
+            if isinstance(t, PointCloud):
+                faces = prob.vars.part_faces
+                assert verts is not None and faces is not None
+                residuals.append([cloud_distances(verts[b], faces, t, b) for b in range(prob.batch)])
+            else:
+                j = [k for k, (tt, _) in enumerate(prob.kp) if tt is t][0]
+                index = prob.kp[j][1]
+                residuals.append(keypoint_term(kp, t, index, torch.ones_like(prob.kp_masks[j]), sigma=1.0,
+                                               loss="l2", scale=1.0)[1])
+    seconds = time.perf_counter() - start_time
+    report = fit_report(items, residuals, units_scale=units_scale, seconds=seconds, log=log,
+                        kind=prob.kind)
+    if not math.isfinite(sum(v for _, v in log)) and log:
+        report["warning"] = "the energy is not finite: check the targets' units and frame"
+    return FitResult(prob.vars.params(), output, residuals, report, units_scale, log)
