@@ -1,6 +1,8 @@
 """From a scan (and, when given, its label map) to the target surfaces of a model's tissues.
 
-* **Head CT**: :func:`~anatomy.scans.segment_scan` (skin, skull, mandible by the template jaw split), then
+* **Head CT**: :func:`~anatomy.scans.segment_scan` (skin, skull, mandible by the template jaw split), the
+  bones filled to their envelopes (:func:`bone_envelopes`: the head model's skull and mandible are closed
+  outer surfaces, while a CT shows the inner table, the cranial cavity and the sinus walls too), then
   :func:`~anatomy.scans.tissue_surfaces`; the model's ``face`` takes the skin.
 * **A phantom label map** (:class:`~anatomy.scans.PhantomTissue` codes: the datasets' ``labels.nii.gz``):
   the head's bone is split into skull and mandible as for a CT; the hand's ``bones`` are the cortical and
@@ -12,14 +14,24 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..core.errors import ParameterError
-from ..scans import PhantomTissue, Volume, extract_surface, from_phantom, segment_scan, tissue_surfaces
+from ..scans import (
+    PhantomTissue,
+    Segmentation,
+    Tissue,
+    Volume,
+    extract_surface,
+    from_phantom,
+    segment_scan,
+    tissue_surfaces,
+)
+from ..scans.morphology import fill_holes, superior_axis
 
-__all__ = ["SurfaceTargets", "scan_targets"]
+__all__ = ["SurfaceTargets", "bone_envelopes", "scan_targets"]
 
 #: scan surface name -> head model tissue
 HEAD_TISSUES = {"skin": "face", "skull": "skull", "mandible": "mandible"}
@@ -40,6 +52,18 @@ class SurfaceTargets:
     seconds: dict[str, float]
 
 
+def bone_envelopes(seg: Segmentation) -> Segmentation:
+    """``seg`` with the skull and the mandible each filled to its envelope (holes filled in 3D and in
+    axial slices: the cranial cavity, the marrow under a bone threshold, the sinuses), so their surfaces
+    are the outer ones only, as the model's. Filled voxels of one bone never take the other's."""
+    labels = seg.labels.data.copy()
+    axis = superior_axis(seg.labels)
+    for code, other in ((Tissue.BONE, Tissue.MANDIBLE), (Tissue.MANDIBLE, Tissue.BONE)):
+        filled = fill_holes(labels == int(code), axis)
+        labels[filled & (labels != int(other))] = int(code)
+    return replace(seg, labels=seg.labels.with_data(labels), notes=[*seg.notes, "bones filled to their envelopes"])
+
+
 def scan_targets(kind: str, scan: Volume, labels: Volume | None = None, *, vertices: int = 30_000
                  ) -> SurfaceTargets:
     """The target surfaces of model ``kind`` (``"head"`` or ``"hand"``) in ``scan`` (see the module text)."""
@@ -51,7 +75,7 @@ def scan_targets(kind: str, scan: Volume, labels: Volume | None = None, *, verti
     start = time.perf_counter()
     if kind == "head":
         seg = (from_phantom(labels, split_jaw=True) if labels is not None
-               else segment_scan(scan, scan.modality if scan.modality in ("ct", "mri") else "ct"))
+               else bone_envelopes(segment_scan(scan, scan.modality if scan.modality in ("ct", "mri") else "ct")))
         seconds = {"segmentation": time.perf_counter() - start}
         found, times = tissue_surfaces(seg, target_vertices=vertices)
         seconds.update({f"surface_{k}": v for k, v in times.items()})
