@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ..core.errors import AnatomyError
-from . import head, learn, models, phantom, register, render, segment
+from . import fit, head, learn, models, phantom, register, render, segment
 from .common import EPILOG
 
 __all__ = ["build_parser", "main"]
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anatomy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (models, head, segment, phantom, register, learn, render):
+    for group in (models, head, segment, phantom, register, learn, render, fit):
         group.register(sub)
     return parser
 
