@@ -164,3 +164,23 @@ def test_a_failed_write_leaves_no_partial_folder(dataset, tmp_path, monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         register_scan("head", dataset / "sub-000" / "ses-pre" / "ct.nii.gz", tmp_path / "r", **FAST)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bone_envelopes_fill_the_cavities_of_each_bone():
+    # a hollow skull shell with a cavity, a mandible ring below it, soft tissue around both
+    from anatomy.pipeline.targets import bone_envelopes
+    from anatomy.scans import Segmentation, Tissue, Volume
+
+    x, y, z = np.mgrid[:40, :40, :40]  # array axis 2 is superior (identity affine: RAS)
+    r = np.sqrt((x - 20.0) ** 2 + (y - 20.0) ** 2 + (z - 26.0) ** 2)
+    labels = np.where(r < 14, int(Tissue.SKIN), int(Tissue.AIR)).astype(np.uint8)
+    labels[(r >= 10) & (r < 12)] = int(Tissue.BONE)  # shell: the cavity r < 10 is soft tissue
+    ring = np.sqrt((x - 20.0) ** 2 + (y - 20.0) ** 2)
+    labels[(z >= 6) & (z < 9) & (ring >= 5) & (ring < 7)] = int(Tissue.MANDIBLE)  # open in 3D, closed in slices
+    seg = Segmentation(Volume(labels, np.eye(4), "labels"))
+    out = bone_envelopes(seg).labels.data
+    assert np.all(out[r < 12] == int(Tissue.BONE))  # the cavity is bone now
+    assert np.all(out[(z >= 6) & (z < 9) & (ring < 7)] == int(Tissue.MANDIBLE))
+    away = (r >= 14) & ~((z >= 6) & (z < 9) & (ring < 7))
+    assert np.array_equal(out[away], labels[away]) and np.array_equal(labels, seg.labels.data)  # input kept
+    assert (out == int(Tissue.BONE)).sum() > (labels == int(Tissue.BONE)).sum()
