@@ -41,7 +41,8 @@ class FitOptions:
     * ``iterations``: Adam steps of the ``global``, ``pose`` and ``shape`` stages; ``lr``: a factor on the
       step sizes of :data:`~.fit_variables.LEARNING_RATES` (decayed by a cosine within each stage).
       ``lm_iterations``: the same for the hand's keypoint-only fits, which use Levenberg-Marquardt
-      (:mod:`.hand_lm`) when the layer is in axis-angle mode and has joint limits.
+      (:mod:`.hand_lm`) when the layer is in axis-angle mode and has joint limits; ``lm_dtype``
+      (``"float64"`` or ``"float32"``) is the precision of its normal equations.
     * ``sigma_mm``, ``sigma_px``: expected noise of 3D data (mm) and of 2D keypoints (pixels).
     * ``loss``, ``loss_scale``: robust loss (:data:`~.priors.ROBUST_LOSSES`) and where it bends (sigmas).
     * ``shape_prior``, ``pose_prior``, ``limits``: weights of the coefficient prior, of the squared pose
@@ -55,7 +56,8 @@ class FitOptions:
     """
 
     iterations: tuple[int, int, int] = (60, 200, 200)
-    lm_iterations: tuple[int, int, int] = (8, 15, 15)
+    lm_iterations: tuple[int, int, int] = (6, 12, 12)
+    lm_dtype: str = "float32"
     lr: float = 1.0
     sigma_mm: float = 1.0
     sigma_px: float = 2.0
@@ -84,6 +86,8 @@ class FitOptions:
         if len(self.iterations) != 3 or any(int(i) < 0 for i in self.iterations):
             raise ParameterError(f"iterations must be 3 non-negative step counts (global, pose, shape), "
                                  f"got {self.iterations!r}.")
+        if self.lm_dtype not in ("float32", "float64"):
+            raise ParameterError(f"lm_dtype must be 'float32' or 'float64', got {self.lm_dtype!r}.")
         if not 0.0 <= self.trim < 1.0:
             raise ParameterError(f"trim must be in [0, 1), got {self.trim}.")
 

@@ -53,7 +53,7 @@ class HandKeypointSolver:
     def __init__(self, model: Any, batch: int, targets: Sequence[tuple[Keypoints3D | Keypoints2D, torch.Tensor,
                  torch.Tensor]], *, opts: Any) -> None:
         self.model, self.batch, self.targets, self.opts = model, batch, list(targets), opts
-        dt = torch.float64
+        dt = torch.float64 if opts.lm_dtype == "float64" else torch.float32
         dev = model.template.device
         lim = model.joint_limits().to(dev, dt)
         self.frames, self.lower, self.upper = lim.frames, lim.lower, lim.upper

@@ -59,7 +59,7 @@ def test_partial_forward_matches_layer():
 def test_lm_jacobian_matches_finite_differences():
     hand = hand64()
     torch.manual_seed(0)
-    solver = HandKeypointSolver(hand, 2, [], opts=FitOptions(fit_scale=True))
+    solver = HandKeypointSolver(hand, 2, [], opts=FitOptions(fit_scale=True, lm_dtype="float64"))
     lim = hand.joint_limits()
     solver.angles = (lim.lower + torch.rand(2, 20, 3, dtype=torch.float64) * (lim.upper - lim.lower)).clamp(-1, 1)
     solver.angles[:, 0] = 0.0
