@@ -67,9 +67,9 @@ class FitOptions:
     pose_prior: float = 0.01
     limits: float = 1000.0
     penetration: bool = True
-    penetration_steps: int = 20
+    penetration_steps: int = 10
     penetration_weight: float = 1.0
-    penetration_max_batch: int = 64
+    penetration_max_batch: int = 8
     fit_scale: bool = False
     units: str = "auto"
     trim: float = 0.1
@@ -199,7 +199,7 @@ def _start(prob: _Problem) -> None:
 
 
 def _run_stage(prob: _Problem, stage: str, steps: int, log: list[tuple[str, float]],
-               energy: Any = None) -> None:
+               energy: Any = None, lr_scale: float = 1.0) -> None:
     """``steps`` of Adam (Kingma & Ba 2015; written out here: elementwise, so every fit of the batch is its own
     problem) on the stage's free variables, the step size decayed by a cosine to zero."""
     if steps <= 0:
@@ -213,7 +213,7 @@ def _run_stage(prob: _Problem, stage: str, steps: int, log: list[tuple[str, floa
     for step in range(steps):
         value = (energy or prob.energy)(stage, step).sum()
         grads = torch.autograd.grad(value, [t for _, t in free])
-        lr_factor = prob.opts.lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+        lr_factor = lr_scale * prob.opts.lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
         with torch.no_grad():
             for (name, t), (m, v), g in zip(free, moments, grads):
                 m.mul_(beta1).add_(g, alpha=1.0 - beta1)
@@ -356,7 +356,8 @@ def fit(model: Any, targets: Any, *, options: FitOptions | None = None, **overri
         for stage, steps in zip(STAGES, opts.iterations):
             _run_stage(prob, stage, int(steps), log)
     if opts.penetration and prob.batch <= opts.penetration_max_batch and opts.penetration_steps > 0:
-        _run_stage(prob, "shape", opts.penetration_steps, log, _penetration_energy(prob))
+        # small steps: the fit has converged, the penalty only nudges it
+        _run_stage(prob, "shape", opts.penetration_steps, log, _penetration_energy(prob), lr_scale=0.01)
     with torch.no_grad():
         kp, verts, _ = prob.vars.predict()
         output = prob.vars.full_output() if opts.output else None
