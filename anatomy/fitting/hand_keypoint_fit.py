@@ -111,5 +111,5 @@ def _multi_start(solver: HandKeypointSolver, view: Keypoints2D, its: tuple[int, 
     chosen = []
     for part in range(5):
         stack = torch.stack([r[0][part] for r in results])
-        chosen.append(stack[best, torch.arange(stack.shape[1])])
+        chosen.append(stack[best, torch.arange(stack.shape[1], device=stack.device)])
     solver.angles, solver.orient, solver.transl, solver.log_scale, solver.shape = chosen

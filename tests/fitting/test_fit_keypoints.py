@@ -103,3 +103,18 @@ def test_bad_keypoints():
         fit(_hand(), Keypoints3D(torch.zeros(1, 3, 3), names=["wrist", "nose", "index_tip"]))
     with pytest.raises(ShapeError, match="need names"):
         fit(anatomy.Sculptor(), Keypoints3D(torch.zeros(1, 5, 3)))
+
+
+@pytest.mark.gpu
+def test_hand_keypoint_and_cloud_fit_on_cuda_match_cpu():
+    out = _truth(4, seed=3)
+    cuda = anatomy.Nimble(device="cuda")
+    res_cpu = fit(_hand(), Keypoints3D(out.keypoints), penetration=False, output=False)
+    res_gpu = fit(cuda, Keypoints3D(out.keypoints.cuda()), penetration=False)
+    assert res_gpu.params["pose"].device.type == "cuda" and res_gpu.output.vertices.device.type == "cuda"
+    assert torch.allclose(res_gpu.params["transl"].cpu(), res_cpu.params["transl"], atol=0.5)
+    views = [Keypoints2D(c.project(out.keypoints.double()), c) for c in
+             (PinholeCamera.looking_at((0.0, 0.0, -600.0), (0.0, 0.0, 0.0), fx=1000.0),
+              PinholeCamera.looking_at((600.0, 0.0, 0.0), (0.0, 0.0, 0.0), fx=1000.0))]
+    res2 = fit(cuda, views, penetration=False, output=False)
+    assert all(r["mean"] < 3.0 for r in res2.report["targets"])
