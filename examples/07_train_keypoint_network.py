@@ -9,8 +9,8 @@ training data are synthetic and endless: poses uniform inside the joint limits (
 shapes ~ N(0, 1), optional noise on the keypoints (``--noise`` mm).
 Printed: the held-out mean vertex and joint errors (mm) before training and as it goes down; written:
 the network's weights (safetensors), the log (JSON) and the training curves (PNG).
-Run: ``python examples/07_train_keypoint_network.py [--iterations 800] [--input 3d|2d] [--out DIR]``
-(a few minutes on a laptop CPU; ``--smoke``: a few seconds).
+Run: ``python examples/07_train_keypoint_network.py [--iterations 500] [--input 3d|2d] [--out DIR]``
+(minutes on a CPU; ``--smoke``: a few seconds).
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def errors(hand: Nimble, pose: torch.Tensor, shape: torch.Tensor, target: object
 
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=800, help="training steps (default 800)")
-    parser.add_argument("--batch", type=int, default=32, help="samples per step (default 32)")
+    parser.add_argument("--iterations", type=int, default=500, help="training steps (default 500)")
+    parser.add_argument("--batch", type=int, default=16, help="samples per step (default 16)")
     parser.add_argument("--input", choices=("3d", "2d"), default="3d", help="3D keypoints or their 2D projection")
     parser.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on the keypoints, mm (default 0)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -89,7 +89,7 @@ def main() -> None:
     hand.requires_grad_(False)
     g_train = torch.Generator().manual_seed(args.seed)
     g_val = torch.Generator().manual_seed(args.seed + 10_000)
-    val_pose, val_shape = draw(hand, 8 if args.smoke else 128, g_val)
+    val_pose, val_shape = draw(hand, 8 if args.smoke else 64, g_val)
     with torch.no_grad():
         val_target = hand(val_pose, val_shape)
     val_input = network_input(val_target.keypoints, args.input, args.noise, g_val)
