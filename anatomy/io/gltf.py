@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.errors import ModelFileError, ParameterError, ShapeError
 from ._atomic import write_atomic
-from .mesh_export import _indices, _vertices
+from .mesh_export import as_index_array, as_vertex_array
 
 __all__ = ["GltfPart", "build_glb", "glb_accessor", "read_glb", "write_glb"]
 
@@ -92,8 +92,8 @@ def build_glb(parts: list[GltfPart], *, scale: float = 0.001) -> bytes:
     nodes: list[dict[str, Any]] = [{"name": "anatomy", "scale": [scale] * 3, "children": []}]
     meshes, materials, textures, images = [], [], [], []
     for part in parts:
-        v = _vertices(part.vertices, f"{part.name}.vertices").astype(np.float64)
-        f = _indices(part.faces, f"{part.name}.faces", 3, len(v))
+        v = as_vertex_array(part.vertices, f"{part.name}.vertices").astype(np.float64)
+        f = as_index_array(part.faces, f"{part.name}.faces", 3, len(v))
         if f.size == 0:
             raise ParameterError(f"part {part.name!r} has no faces; drop it or pass its triangles.")
         normals = _normals(v, f)
@@ -107,7 +107,7 @@ def build_glb(parts: list[GltfPart], *, scale: float = 0.001) -> bytes:
             uv = np.asarray(part.uv, dtype=np.float64)
             if uv.ndim != 2 or uv.shape[1] != 2:
                 raise ShapeError(f"part {part.name!r}: uv must have shape (V_uv, 2), got {uv.shape}.")
-            uf = _indices(part.uv_faces, f"{part.name}.uv_faces", 3, len(uv))
+            uf = as_index_array(part.uv_faces, f"{part.name}.uv_faces", 3, len(uv))
             if uf.shape != f.shape:
                 raise ShapeError(f"part {part.name!r}: uv_faces must have the faces' shape {f.shape}, got {uf.shape}.")
             pairs, inverse = np.unique(np.stack([f.ravel(), uf.ravel()], 1), axis=0, return_inverse=True)

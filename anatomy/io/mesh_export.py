@@ -24,7 +24,8 @@ import numpy as np
 from ..core.errors import DtypeError, ModelFileError, ParameterError, ShapeError, missing_dependency
 from ._atomic import write_atomic
 
-__all__ = ["Mesh", "write_obj", "write_ply", "write_vtu", "read_mesh"]
+__all__ = ["Mesh", "as_index_array", "as_numpy", "as_vertex_array", "float_format", "read_mesh", "write_obj",
+           "write_ply", "write_vtu"]
 
 PathLike = str | os.PathLike[str]
 _VTK_TETRA = 10
@@ -46,7 +47,7 @@ class Mesh(NamedTuple):
 # --------------------------------------------------------------------------------------
 
 
-def _to_numpy(x: Any, name: str) -> np.ndarray:
+def as_numpy(x: Any, name: str) -> np.ndarray:
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch here
         x = x.detach().cpu().numpy()
     if not isinstance(x, np.ndarray):
@@ -57,8 +58,8 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     return x
 
 
-def _vertices(x: Any, name: str = "vertices") -> np.ndarray:
-    v = _to_numpy(x, name)
+def as_vertex_array(x: Any, name: str = "vertices") -> np.ndarray:
+    v = as_numpy(x, name)
     if v.ndim != 2 or v.shape[1] != 3:
         raise ShapeError(f"{name} must have shape (V, 3), got {v.shape}; reshape it to one row per vertex.")
     if v.dtype.kind not in "fiu":
@@ -72,8 +73,8 @@ def _vertices(x: Any, name: str = "vertices") -> np.ndarray:
     return v
 
 
-def _indices(x: Any, name: str, width: int | None, num_vertices: int) -> np.ndarray:
-    idx = _to_numpy(x, name)
+def as_index_array(x: Any, name: str, width: int | None, num_vertices: int) -> np.ndarray:
+    idx = as_numpy(x, name)
     if idx.ndim != 2 or (width is not None and idx.shape[1] != width) or idx.shape[1] < 3:
         want = f"(N, {width})" if width is not None else "(F, k) with k >= 3"
         raise ShapeError(f"{name} must have shape {want}, got {idx.shape}; pass one row per element.")
@@ -90,7 +91,7 @@ def _indices(x: Any, name: str, width: int | None, num_vertices: int) -> np.ndar
     return idx
 
 
-def _float_fmt(v: np.ndarray) -> str:
+def float_format(v: np.ndarray) -> str:
     return "%.9g" if v.dtype == np.float32 else "%.17g"
 
 
@@ -101,9 +102,9 @@ def _float_fmt(v: np.ndarray) -> str:
 
 def write_obj(path: PathLike, vertices: Any, faces: Any) -> Path:
     """Write a Wavefront OBJ (``v`` and 1-based ``f`` lines); ``faces (F, k)``, k >= 3. Returns the path."""
-    v = _vertices(vertices)
-    f = _indices(faces, "faces", None, len(v))
-    fmt = _float_fmt(v)
+    v = as_vertex_array(vertices)
+    f = as_index_array(faces, "faces", None, len(v))
+    fmt = float_format(v)
     parts = ["# written by anatomy\n"]
     if len(v):
         parts.append((f"v {fmt} {fmt} {fmt}\n" * len(v)) % tuple(v.astype(np.float64).ravel().tolist()))
@@ -114,7 +115,7 @@ def write_obj(path: PathLike, vertices: Any, faces: Any) -> Path:
 
 
 def _colors(colors: Any, num_vertices: int) -> np.ndarray:
-    c = _to_numpy(colors, "vertex_colors")
+    c = as_numpy(colors, "vertex_colors")
     if c.ndim != 2 or c.shape[0] != num_vertices or c.shape[1] not in (3, 4):
         raise ShapeError(
             f"vertex_colors must have shape (V, 3) or (V, 4) with V={num_vertices}, got {c.shape}."
@@ -140,8 +141,8 @@ def write_ply(
     ``faces (F, k)`` with 3 <= k <= 255; vertex coordinates are stored as float (float32
     input) or double; ``vertex_colors (V, 3|4)`` as uchar red, green, blue[, alpha].
     """
-    v = _vertices(vertices)
-    f = _indices(faces, "faces", None, len(v))
+    v = as_vertex_array(vertices)
+    f = as_index_array(faces, "faces", None, len(v))
     k = f.shape[1]
     if k > 255:
         raise ShapeError(f"PLY faces have at most 255 vertices, got {k}.")
@@ -172,7 +173,7 @@ def write_ply(
         frec["idx"] = f
         body = vrec.tobytes() + frec.tobytes()
     else:
-        fmt = _float_fmt(v)
+        fmt = float_format(v)
         vcols: list[np.ndarray] = [v.astype(np.float64)]
         row = f"{fmt} {fmt} {fmt}"
         if colors is not None:
@@ -238,7 +239,7 @@ class _VtuBuilder:
 def _field_arrays(data: Mapping[str, Any] | None, count: int, what: str) -> list[tuple[str, np.ndarray]]:
     out = []
     for name, value in (data or {}).items():
-        a = _to_numpy(value, f"{what}[{name!r}]")
+        a = as_numpy(value, f"{what}[{name!r}]")
         if a.ndim not in (1, 2) or a.shape[0] != count:
             raise ShapeError(f"{what}[{name!r}] must have shape ({count},) or ({count}, k), got {a.shape}.")
         out.append((str(name), a))
@@ -263,8 +264,8 @@ def write_vtu(
     """
     if encoding not in ("base64", "ascii"):
         raise ParameterError(f"encoding must be 'base64' or 'ascii', got {encoding!r}.")
-    v = _vertices(vertices)
-    t = _indices(tets, "tets", 4, len(v))
+    v = as_vertex_array(vertices)
+    t = as_index_array(tets, "tets", 4, len(v))
     pdata = _field_arrays(point_data, len(v), "point_data")
     cdata = _field_arrays(cell_data, len(t), "cell_data")
     b = _VtuBuilder(encoding)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.errors import ParameterError, ShapeError
 from ._atomic import write_atomic
-from .mesh_export import _float_fmt, _indices, _vertices
+from .mesh_export import as_index_array, as_vertex_array, float_format
 
 __all__ = ["write_mtl", "write_textured_obj"]
 
@@ -29,9 +29,9 @@ def _name(text: str, what: str) -> str:
 def write_textured_obj(path: str | os.PathLike[str], vertices: Any, faces: Any, *, uv: Any = None,
                        uv_faces: Any = None, material: str | None = None, mtllib: str | None = None) -> Path:
     """Write an OBJ with optional ``uv (V_uv, 2)`` / ``uv_faces (F, 3)`` and a material reference."""
-    v = _vertices(vertices)
-    f = _indices(faces, "faces", 3, len(v))
-    fmt = _float_fmt(v)
+    v = as_vertex_array(vertices)
+    f = as_index_array(faces, "faces", 3, len(v))
+    fmt = float_format(v)
     parts = ["# written by anatomy\n"]
     if mtllib is not None:
         parts.append(f"mtllib {_name(mtllib, 'mtllib')}\n")
@@ -43,7 +43,7 @@ def write_textured_obj(path: str | os.PathLike[str], vertices: Any, faces: Any, 
         t = np.asarray(uv, dtype=np.float64)
         if t.ndim != 2 or t.shape[1] != 2 or not np.isfinite(t).all():
             raise ShapeError(f"uv must be finite with shape (V_uv, 2), got {t.shape}.")
-        tf = _indices(uv_faces, "uv_faces", 3, len(t))
+        tf = as_index_array(uv_faces, "uv_faces", 3, len(t))
         if tf.shape != f.shape:
             raise ShapeError(f"uv_faces must have the faces' shape {f.shape}, got {tf.shape}.")
         parts.append(("vt %.9g %.9g\n" * len(t)) % tuple(t.ravel().tolist()))

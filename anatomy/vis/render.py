@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import OptionalDependencyError, ParameterError, ShapeError
-from ..io.mesh_export import _indices, _to_numpy, _vertices
+from ..io.mesh_export import as_index_array, as_numpy, as_vertex_array
 from .quick import _COLOURS, _FALLBACK, draw_meshes, pyplot, save_figure
 
 __all__ = ["VIEWS", "Layer", "RenderFallbackWarning", "pyvista_problem", "render_before_after", "render_errors",
@@ -81,13 +81,13 @@ class Layer:
 def make_layer(name: str, vertices: Any, faces: Any, *, opacity: float = 1.0, colour: str | None = None,
                scalars: Any = None) -> Layer:
     """A checked :class:`Layer` from arrays or tensors (typed errors name the mesh)."""
-    verts = _vertices(vertices, f"vertices of {name!r}").astype(np.float64)
-    tri = _indices(faces, f"faces of {name!r}", 3, len(verts))
+    verts = as_vertex_array(vertices, f"vertices of {name!r}").astype(np.float64)
+    tri = as_index_array(faces, f"faces of {name!r}", 3, len(verts))
     if not 0.0 <= opacity <= 1.0:
         raise ParameterError(f"opacity of {name!r} must be in [0, 1], got {opacity}.")
     values = None
     if scalars is not None:
-        values = np.asarray(_to_numpy(scalars, f"scalars of {name!r}"), dtype=np.float64).reshape(-1)
+        values = np.asarray(as_numpy(scalars, f"scalars of {name!r}"), dtype=np.float64).reshape(-1)
         if len(values) != len(verts):
             raise ShapeError(f"scalars of {name!r} must have one value per vertex ({len(verts)}), got {len(values)}; "
                              f"residuals.npz holds one array per tissue in the mesh's vertex order.")
@@ -456,7 +456,7 @@ def render_errors(
     ``(V,)`` in mm (NaN, e.g. inner tetrahedral nodes, grey), one colour bar; meshes without errors
     are drawn plain, those in ``context`` translucent (e.g. the skin around coloured bones)."""
     # a tissue without any finite error (e.g. only inner nodes were measured) is drawn as context
-    errors = {k: v for k, v in errors.items() if np.isfinite(np.asarray(_to_numpy(v, f"errors of {k!r}"))).any()}
+    errors = {k: v for k, v in errors.items() if np.isfinite(np.asarray(as_numpy(v, f"errors of {k!r}"))).any()}
     if not errors:
         raise ParameterError("errors holds no finite value: pass {tissue: per-vertex error (V,)} for at least one "
                              "mesh (NaN marks vertices without a measurement).")
