@@ -75,9 +75,15 @@ def check_floating(x: torch.Tensor, name: str) -> None:
         )
 
 
+def value_checks_off() -> bool:
+    """True while tracing/compiling or capturing a CUDA graph: checks that read tensor values (and so wait
+    for the device) are skipped then; shapes and dtypes are still checked."""
+    return torch.compiler.is_compiling() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
 def check_finite(x: torch.Tensor, name: str) -> None:
-    """Reject NaN and Inf values (the check is skipped while tracing/compiling)."""
-    if torch.compiler.is_compiling():
+    """Reject NaN and Inf values (skipped while tracing/compiling or capturing a CUDA graph)."""
+    if value_checks_off():
         return
     if x.numel() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.checks import check_floating, check_like
+from ..core.checks import check_floating, check_like, value_checks_off
 from ..core.errors import ParameterError, ShapeError
 from ..core.geometry import barycentric_interpolate
 from ..core.kinematics import KinematicTree
@@ -209,7 +209,7 @@ class ArticulatedModel(nn.Module):
             raise ShapeError(
                 f"joint_offsets must have shape (B, {num_j}, 3), got {tuple(extra['joint_offsets'].shape)}."
             )
-        if "scale" in extra and not (extra["scale"] > 0).all():
+        if "scale" in extra and not value_checks_off() and not (extra["scale"] > 0).all():
             raise ParameterError("scale must be positive; pass e.g. torch.ones(B).")
         out = blend_skin(
             self.lbs_buffers(), rotations, stacked, offsets=extra.get("joint_offsets"),

@@ -284,7 +284,8 @@ class Nimble(ArticulatedModel):
         (the ``*_end`` joints get the identity)."""
         batch = bone_rotations.shape[0]
         eye = torch.eye(3, dtype=bone_rotations.dtype, device=bone_rotations.device)
-        full = eye.expand(batch, self.num_joints, 3, 3)
+        # contiguous: torch 2.13's inductor (CPU) miscompiles index_copy on an expanded tensor
+        full = eye.expand(batch, self.num_joints, 3, 3).contiguous()
         return full.index_copy(1, self._bone_joints, bone_rotations)
 
     # -- forward ----------------------------------------------------------------------------

@@ -188,12 +188,10 @@ def test_default_hand_gradients_match_finite_differences() -> None:
 # torch.compile
 # ---------------------------------------------------------------------------------------------
 
-# torch 2.13's inductor (CPU) miscompiles index_copy into an expanded (stride-0) tensor, which
-# Nimble.joint_rotations does: the compiled hand is off by up to 100 mm. Making the identity stack
-# contiguous first fixes it (reported; anatomy/models/nimble.py is not this test's file). The inductor
+# torch 2.13's inductor (CPU) miscompiles index_copy into an expanded (stride-0) tensor: the compiled hand
+# was off by up to 100 mm until Nimble.joint_rotations made its identity stack contiguous. The inductor
 # cases take 60-80 s on the 2-core CPU: slow.
-_INDUCTOR_HAND = pytest.param("inductor", marks=[pytest.mark.slow, pytest.mark.xfail(
-    strict=True, reason="inductor miscompiles index_copy on an expanded tensor (Nimble.joint_rotations)")])
+_INDUCTOR_HAND = pytest.param("inductor", marks=[pytest.mark.slow])
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", _INDUCTOR_HAND])
