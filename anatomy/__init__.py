@@ -16,14 +16,14 @@ from .core.errors import (
     TopologyError,
     UnsafePickleError,
 )
-from .fitting import HeadFit, SurgeryResult, predict_face, predict_skull, simulate_surgery
+from .fitting import FitResult, HeadFit, SurgeryResult, predict_face, predict_skull, simulate_surgery
 from .io import ModelData, TissueSpec, load_model, make_toy_model_data, save_model
 from .models import ArticulatedModel, ModelOutput, Nimble, Piano, Sculptor
 
 __version__ = "0.1.0"
 
 
-def fit(model: object, target: object, **options: object) -> object:
+def fit(model: object, target: object, **options: object) -> FitResult:
     """Fit ``model`` (a layer, ``"hand"``, ``"head"`` or a model file) to ``target`` (keypoints, point clouds,
     a mesh / keypoint file or a CT/MRI volume); see :func:`anatomy.pipeline.fit_target.fit`. Imported on
     first use: the pipeline pulls in the scans package."""

@@ -20,6 +20,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from anatomy.fitting.fit_variables import surface_ids
 HAND = anatomy.Nimble()
 
 
-def truth(batch: int, seed: int, pose_factor: float = 1.0, spread: float = 200.0) -> tuple[dict, object]:
+def truth(batch: int, seed: int, pose_factor: float = 1.0, spread: float = 200.0) -> tuple[dict, Any]:
     g = torch.Generator().manual_seed(seed)
     params = {"pose": HAND.sample_pose(batch, generator=g) * pose_factor,
               "shape": torch.randn(batch, 11, generator=g),
