@@ -52,3 +52,18 @@ def test_example_smoke(script: str, tmp_path: Path) -> None:
         first, last = (float(x) for x in re.search(  # type: ignore[union-attr]
             r"held-out vertex error ([0-9.]+) -> ([0-9.]+) mm", done.stdout).groups())
         assert last < first
+    if script.startswith("08"):
+        # the keypoint fits come back to a few mm of vertex error (3D keypoints and two 2D views)
+        errors = [float(v) for v in re.findall(r"vertices ([0-9.]+) mm", done.stdout)]
+        assert len(errors) == 2 and max(errors) < 3.0
+        assert (tmp_path / "fitted_skin.ply").exists()
+    if script.startswith("09"):
+        # a coarse (3 mm) CT and a short fit: every tissue within a few mm of the truth
+        errors = [float(v) for v in re.findall(r"mean vertex error ([0-9.]+) mm", done.stdout)]
+        assert len(errors) == 3 and max(errors) < 4.0
+    if script.startswith("10"):
+        # the learned trait space holds the directions the surgical plans moved
+        found = re.search(r"learned trait space with them: (.*)$", done.stdout, re.M)
+        assert found is not None
+        cosines = [float(c) for c in found.group(1).split(",")]
+        assert cosines and min(cosines) > 0.98

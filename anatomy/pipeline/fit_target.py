@@ -141,7 +141,8 @@ def read_fit_target(path: Any, kind: str, *, coverage: str = "partial") -> Keypo
                          f"file, or a NIfTI/NRRD/MHA volume or DICOM folder.")
 
 
-def _fit_volume(layer: Any, path: Path, kind: str) -> FitResult:
+def _fit_volume(layer: Any, path: Path, kind: str, options: dict[str, Any]) -> FitResult:
+    from ..core.surface import vertex_normals
     from ..registration.model_based import fit_model_to_surfaces
     from ..scans import read_volume
     from .targets import scan_targets
@@ -149,7 +150,11 @@ def _fit_volume(layer: Any, path: Path, kind: str) -> FitResult:
     start = time.perf_counter()
     scan = read_volume(path)
     found = scan_targets(kind, scan)
-    found_fit = fit_model_to_surfaces(layer, {k: v[0] for k, v in found.surfaces.items()})
+    points = {}
+    for name, (v, f) in found.surfaces.items():  # with normals: point-to-plane pairs and the normal test
+        vt = torch.as_tensor(v, dtype=torch.float64)
+        points[name] = (vt, vertex_normals(vt, torch.as_tensor(f, dtype=torch.long)))
+    found_fit = fit_model_to_surfaces(layer, points, **options)
     dtype = layer.template.dtype
     params = {k: v.to(dtype) for k, v in found_fit.params.items()}
     with torch.no_grad():
@@ -165,13 +170,14 @@ def _fit_volume(layer: Any, path: Path, kind: str) -> FitResult:
 
 def fit(model: Any, target: Any, **options: Any) -> FitResult:
     """Fit ``model`` to ``target`` (in memory, a file, or a volume); see the module text. ``options``: those of
-    :class:`anatomy.fitting.FitOptions`, plus ``coverage`` for mesh / point cloud files."""
+    :class:`anatomy.fitting.FitOptions`, plus ``coverage`` for mesh / point cloud files; for a volume, those of
+    :func:`anatomy.registration.fit_model_to_surfaces` (``outer``, ``inner``, ``max_points``, ``landmarks``...)."""
     layer = load_layer(model)
     kind = model_kind(layer)
     coverage = options.pop("coverage", "partial")
     if isinstance(target, (str, os.PathLike)):
         p = Path(os.fspath(target))
         if _is_volume(p):
-            return _fit_volume(layer, p, kind)
+            return _fit_volume(layer, p, kind, options)
         target = read_fit_target(p, kind, coverage=coverage)
     return fit_targets(layer, target, **options)
