@@ -57,19 +57,25 @@ def _names(names: Sequence[str] | None, count: int) -> tuple[str, ...] | None:
     return out
 
 
-@dataclass(frozen=True)
-class Keypoints3D:
-    """3D keypoints ``points (B, K, 3)``; see the module text."""
+class _Confident:
+    """Keypoints with ``confidence (B, K)`` set in ``__post_init__``."""
 
-    points: torch.Tensor
-    confidence: torch.Tensor | None = None
-    names: Sequence[str] | None = None
+    confidence: torch.Tensor | None
 
     @property
     def weight(self) -> torch.Tensor:
         """``(B, K)`` confidences (ones when none were given)."""
         assert self.confidence is not None  # set in __post_init__
         return self.confidence
+
+
+@dataclass(frozen=True)
+class Keypoints3D(_Confident):
+    """3D keypoints ``points (B, K, 3)``; see the module text."""
+
+    points: torch.Tensor
+    confidence: torch.Tensor | None = None
+    names: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         pts = _points(self.points, "Keypoints3D.points", 3)
@@ -79,19 +85,13 @@ class Keypoints3D:
 
 
 @dataclass(frozen=True)
-class Keypoints2D:
+class Keypoints2D(_Confident):
     """2D keypoints ``points (B, K, 2)`` in pixels of ``camera``; see the module text."""
 
     points: torch.Tensor
     camera: PinholeCamera
     confidence: torch.Tensor | None = None
     names: Sequence[str] | None = None
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """``(B, K)`` confidences (ones when none were given)."""
-        assert self.confidence is not None  # set in __post_init__
-        return self.confidence
 
     def __post_init__(self) -> None:
         if not isinstance(self.camera, PinholeCamera):

@@ -41,11 +41,12 @@ def pyplot(purpose: str) -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: Path) -> Path:
-    """Save and close ``fig`` as a PNG at ``path``, atomically."""
+def save_figure(fig: Any, path: Path, *, tight: bool = True) -> Path:
+    """Save and close ``fig`` as a PNG at ``path``, atomically (``tight``: lay it out tightly first)."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -271,15 +271,7 @@ def _write_png(image: np.ndarray, path: Path) -> Path:
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.imshow(image)
     ax.set_axis_off()
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path, tight=False)
 
 
 # ---------------------------------------------------------------------------------------------
