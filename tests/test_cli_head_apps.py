@@ -70,10 +70,12 @@ def test_predict_skull(scan: dict, tmp_path: Path) -> None:
 
 def test_surgery_from_a_fit(scan: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fit_dir = tmp_path / "fit"
-    assert main(["predict-face", str(scan["bones"]), "--out", str(fit_dir)]) == 0
+    assert main(["predict-face", str(scan["bones"]), "--out", str(fit_dir), "--picture"]) == 0
     out = tmp_path / "surgery"
     assert main(["surgery", "--params", str(fit_dir / "fit.json"), "--move", "mandibular_advancement=5",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--picture"]) == 0
+    for picture in (fit_dir / "fit.png", out / "surgery.png"):  # pictures on request, real PNGs
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 5000
     change = json.loads((out / "change.json").read_text())
     assert change["landmarks"]["pogonion"]["mm"] == pytest.approx(5.0, abs=1e-5)
     assert change["landmarks"]["soft_pogonion"]["mm"] == pytest.approx(5.0 * 0.9333, abs=0.05)

@@ -50,6 +50,10 @@ def _cmd_predict(args: argparse.Namespace, skull_from_face: bool) -> int:
     folder = new_out_folder(args.out, create=True)
     files = write_tissues(fit.output, folder)
     files.append(write_json(folder / "fit.json", _fit_doc(args, fit, ", ".join(str(p) for p in targets))).name)
+    if args.picture:
+        from ..vis import render_model
+
+        files.append(render_model(fit.output, folder / "fit.png").name)
     print(f"fitted in {fit.seconds:.2f} s, rms {float(fit.rms_mm[0]):.3f} mm over the {len(fit.residual_mm[0])} "
           f"target vertices; wrote {', '.join(files)} to {folder}")
     return 0
@@ -127,12 +131,21 @@ def cmd_surgery(args: argparse.Namespace) -> int:
                       for name in model.landmark_names},
     }
     files.append(write_json(folder / "change.json", summary).name)
+    if args.picture:
+        from ..vis import render_before_after
+
+        files.append(render_before_after(result.pre, result.post, folder / "surgery.png", show=["face"]).name)
     print(f"face change: max {float(change.max()):.2f} mm, mean {float(change.mean()):.2f} mm; "
           f"wrote {', '.join(files)} to {folder}")
     return 0
 
 
+def _add_picture(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--picture", action="store_true", help=f"also write {name} (off-screen render; the vis extra)")
+
+
 def _add_fit_options(parser: argparse.ArgumentParser) -> None:
+    _add_picture(parser, "fit.png: the fitted tissues, the face see-through")
     parser.add_argument("--out", required=True, help="output folder (new or empty; created)")
     parser.add_argument("--model", default="head", help="'head' (the embedded default head) or a head model file")
     parser.add_argument("--no-jaw", action="store_true", help="keep the jaw closed (do not fit jaw pose/offset)")
@@ -163,4 +176,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="movement of a trait's bony landmark in mm, e.g. mandibular_advancement=5 (repeat)")
     surgery.add_argument("--model", default="head", help="'head' or the head model file the params belong to")
     surgery.add_argument("--out", required=True, help="output folder (new or empty; created)")
+    _add_picture(surgery, "surgery.png: the face before and after, coloured by the change (mm)")
     surgery.set_defaults(func=cmd_surgery)

@@ -34,6 +34,11 @@ def cmd_learn(args: argparse.Namespace) -> int:
     report["seconds"] = round(time.perf_counter() - start, 3)
     report["model"] = [str(w) for w in written]
     write_json(report_path, report)
+    if args.picture:
+        from ..vis import plot_variance
+
+        picture = plot_variance(data, stem.with_name(stem.name + ".variance.png"), title=f"learned {stem.name}")
+        report["picture"] = str(picture)
     shape = report["shape"]
     trait = report.get("trait")
     print(f"learned from {report['registrations']} registrations of {report['subjects']} subjects: shape "
@@ -42,7 +47,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
              f"{report['pairs']} pairs" if trait else "")
           + (f", expression {report['expression']['components']} from {report['expression_scans']} expression "
              f"scans" if "expression" in report else "")
-          + f"; wrote {', '.join(str(w) for w in written)} and {report_path}")
+          + f"; wrote {', '.join(str(w) for w in written)} and {report_path}"
+          + (f" and {report['picture']}" if "picture" in report else ""))
     return 0
 
 
@@ -59,4 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--components", type=int, default=None, help="shape components (default: by --variance)")
     p.add_argument("--variance", type=float, default=0.99, help="share of the shape variance to keep (default 0.99)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
+    p.add_argument("--picture", action="store_true",
+                   help="also write <stem>.variance.png: the variance of each learned space's components")
     p.set_defaults(func=cmd_learn)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from ..core.errors import ParameterError
 from ..scans.datasets_hand import SOFT_TISSUE, make_hand_dataset
@@ -36,7 +38,22 @@ def cmd_phantom(args: argparse.Namespace) -> int:
                                    collision_free=args.collision_free, progress=print)
     print(f"wrote {report.num_samples} samples of {args.subjects} subject(s), {report.bytes / 2**20:.1f} MiB in "
           f"{report.seconds:.1f} s; manifest {report.manifest}")
+    if args.picture:
+        print(f"picture of the first sample: {_picture(report.manifest)}")
     return 0
+
+
+def _picture(manifest: Path) -> Path:
+    """``first_sample.png`` beside the manifest: the first sample's scan with its labels, three planes."""
+    from ..scans import read_volume
+    from ..vis import render_slices
+
+    first = json.loads(manifest.read_text())["samples"][0]
+    files = first["files"]
+    image = read_volume(manifest.parent / files["ct" if "ct" in files else "mri"])
+    labels = read_volume(manifest.parent / files["labels"])
+    return render_slices(image, labels, manifest.parent / "first_sample.png",
+                         titles=[f"{first['subject']}/{first['session']}"])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,4 +75,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape-sd", type=float, default=None,
                    help="hand: SD of the shape coefficients (default 1; 0 = every subject the mean hand)")
     p.add_argument("--collision-free", action="store_true", help="hand: push the bones of each pose apart (slow)")
+    p.add_argument("--picture", action="store_true",
+                   help="also write first_sample.png: the first sample's scan and labels in three planes")
     p.set_defaults(func=cmd_phantom)
