@@ -121,20 +121,13 @@ def test_default_head_gradients_reach_every_input(dtype: torch.dtype) -> None:
 
 
 def test_float32_gradients_agree_with_float64() -> None:
-    hand32, hand64 = Nimble(), Nimble(dtype=F64)
-    inputs = _hand_inputs(hand64, 2, F64)
-    g32 = _grads(hand32, {k: v.float() for k, v in inputs.items()})
-    g64 = _grads(hand64, inputs)
-    for name in g64:
-        ref = g64[name]
-        assert float((g32[name].double() - ref).norm() / ref.norm()) < 1e-3, name
-    head32, head64 = Sculptor(), Sculptor(dtype=F64)
-    inputs = _head_inputs(head64, 2, F64)
-    h32 = _grads(head32, {k: v.float() for k, v in inputs.items()})
-    h64 = _grads(head64, inputs)
-    for name in h64:
-        ref = h64[name]
-        assert float((h32[name].double() - ref).norm() / ref.norm()) < 1e-3, name
+    for layer, make_inputs in ((Nimble, _hand_inputs), (Sculptor, _head_inputs)):
+        model32, model64 = layer(), layer(dtype=F64)
+        inputs = make_inputs(model64, 2, F64)
+        g32 = _grads(model32, {k: v.float() for k, v in inputs.items()})
+        g64 = _grads(model64, inputs)
+        for name, ref in g64.items():
+            assert float((g32[name].double() - ref).norm() / ref.norm()) < 1e-3, (layer.__name__, name)
 
 
 # ---------------------------------------------------------------------------------------------
