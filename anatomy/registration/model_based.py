@@ -27,6 +27,7 @@ import copy
 import functools
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ from ..core.surface import vertex_normals
 from ..models.nimble import Nimble
 from ..models.output import ModelOutput
 from ..models.sculptor import Sculptor
+from .hand_start import AmbiguousHandStartWarning, HandStart, search_hand_start
 from .nonrigid import estimate_normals
 from .rigid import align_landmarks, icp, register_rigid
 
@@ -63,7 +65,8 @@ class ModelFit:
     ``params``: the layer's keyword arguments (batch 1) of the fit; ``output``: the layer's output for
     them; ``distances``: per tissue, the distance (mm) of every fitted vertex to the target surface (to the
     tangent plane of its nearest target point);
-    ``log``: ``(stage, mean pair distance mm)`` per outer iteration; ``seconds``: wall time.
+    ``log``: ``(stage, mean pair distance mm)`` per outer iteration; ``seconds``: wall time;
+    ``hand_start``: the searched start of a hand fitted without keypoints (else ``None``).
     """
 
     params: dict[str, torch.Tensor]
@@ -71,6 +74,7 @@ class ModelFit:
     distances: dict[str, torch.Tensor]
     log: list[tuple[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    hand_start: HandStart | None = None
 
 
 @dataclass
@@ -112,7 +116,7 @@ def _rim_vertices(faces: torch.Tensor, n: int) -> torch.Tensor:
 class _Vars:
     """The free parameters of one fit and how they map to the layer's keyword arguments."""
 
-    def __init__(self, model: Any, start: Any, kind: str) -> None:
+    def __init__(self, model: Any, start: Any, kind: str, pose: torch.Tensor | None = None) -> None:
         dt = torch.float64
         rot, trans, size = (torch.as_tensor(np.asarray(a), dtype=dt) for a in (start.rotation, start.translation,
                                                                               start.scale))
@@ -127,7 +131,10 @@ class _Vars:
         self.spaces = {k: torch.zeros(1, sizes[k], dtype=dt, requires_grad=True)
                        for k in ("shape", "trait") if sizes.get(k)}
         self.jaw = torch.zeros(1, 3, dtype=dt, requires_grad=True) if kind == "head" else None
-        self.pose = torch.zeros(1, 20, 3, dtype=dt, requires_grad=True) if kind == "hand" else None
+        self.pose = None
+        if kind == "hand":
+            rows = torch.zeros(20, 3, dtype=dt) if pose is None else pose.to(dt).reshape(20, 3)
+            self.pose = rows[None].clone().requires_grad_(True)
 
     def groups(self, stage: str) -> list[torch.Tensor]:
         free = [self.orient, self.transl, self.log_scale]
@@ -261,6 +268,7 @@ def fit_model_to_surfaces(
     reject_mm: float = 5.0,
     landmarks: Mapping[str, Any] | None = None,
     landmark_weight: float = 1.0,
+    search_start: bool = True,
     seed: int = 0,
 ) -> ModelFit:
     """Fit the layer ``model`` (``Sculptor`` or ``Nimble``) to scanned surfaces; see the module text.
@@ -280,8 +288,11 @@ def fit_model_to_surfaces(
         landmarks: optional named points (world mm): the hand's 21 keypoints (``model.keypoint_names``)
             or the head's landmarks (``model.landmark_names``). Three or more give the starting
             similarity (weighted Procrustes) instead of ICP; all of them pull in every stage with
-            ``landmark_weight`` (per mm^2 of mean squared distance). A posed hand without keypoints
-            can end with fingers on the wrong finger (see the README's measured figures).
+            ``landmark_weight`` (per mm^2 of mean squared distance).
+        search_start: a hand with a ``bones`` target and fewer than 3 palm keypoints starts from the palm
+            placement and finger angles that :func:`~anatomy.registration.hand_start.search_hand_start` finds
+            on the bones (else from its rest pose, which leaves a posed hand's fingers on the wrong finger);
+            an ambiguous search warns (:class:`~anatomy.registration.hand_start.AmbiguousHandStartWarning`).
         seed: of the subsampling.
     """
     start_time = time.perf_counter()
@@ -302,13 +313,21 @@ def fit_model_to_surfaces(
     solver = _Solver(copy.deepcopy(model).double(), kind, landmarks, prior, landmark_weight)  # the caller's
     mean = solver.mean                                                                          # layer stays as is
     first = solver.lm_stage["global"]
+    found: HandStart | None = None
     if solver.lm_points is not None and int(first.sum()) >= 3:
         start = align_landmarks(_model_landmarks(mean, kind)[0, solver.lm_index[first]].detach().numpy(),
                                 solver.lm_points[first].numpy())
+    elif kind == "hand" and search_start and "bones" in tgt:
+        found = search_hand_start(solver.layer, tgt["bones"].points, seed=seed)
+        start = found.similarity
+        if found.ambiguous:
+            warnings.warn(f"the hand's bones fit two clearly different starts about equally well (mean distance "
+                          f"{found.chamfer_mm:.2f} vs {found.runner_up_mm:.2f} mm): fingers may end on the wrong "
+                          f"finger; pass the hand's keypoints (landmarks=).", AmbiguousHandStartWarning, stacklevel=2)
     else:
         source = torch.cat([mean.tissue(a)[0] for a in anchor_names]).detach()
         start = _start(source.numpy(), torch.cat([tgt[a].points for a in anchor_names]).numpy(), kind)
-    solver.variables = _Vars(solver.layer, start, kind)
+    solver.variables = _Vars(solver.layer, start, kind, None if found is None else found.pose)
     faces = {k: mean.faces(k).cpu() for k in tgt}
     # the surface vertices only: a tetrahedral tissue's inner nodes (the skin volume's, on the muscles) are not
     # on the scanned surface
@@ -336,7 +355,7 @@ def fit_model_to_surfaces(
     with torch.no_grad():
         out = solver.run(params)
     distances = {k: _plane_distance(out.tissue(k)[0], t) for k, t in tgt.items()}
-    return ModelFit(params, out, distances, log, time.perf_counter() - start_time)
+    return ModelFit(params, out, distances, log, time.perf_counter() - start_time, found)
 
 
 def _plane_distance(verts: torch.Tensor, target: _Target) -> torch.Tensor:

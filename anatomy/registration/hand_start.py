@@ -1,0 +1,271 @@
+"""Where to start a hand fit without keypoints: the palm and each finger chain found by search on the bones.
+
+A posed hand fitted from its rest pose by local optimisation ends with fingers on the wrong finger, so
+:func:`search_hand_start` finds the pose first by a discrete search on the scanned bone surface, with the bones
+moved rigidly (each bone by its joint's rotation about its rest joint centre, the mean shape):
+
+1. **Palm** (carpal and the four fixed metacarpals, one rigid piece): trimmed ICP of the rest palm onto all the
+   bone points from the 60 rotations of the icosahedral group (every rotation is within about 40° of one), the
+   palm centred on the bones; the lowest trimmed RMS wins, the next best clearly different palms are kept.
+2. **Fingers and thumb**, each chain independently from its base on the palm, one level at a time (the
+   proximal bone's two angles, then the middle's, then the distal's flexion): every angle on a grid inside the
+   model's joint limits, scored by the truncated distance of the chain's bones posed so far to the bone points;
+   a beam of the best few partial chains goes on to the next level.
+3. Each kept palm with its chains is scored by the two-way mean distance (chamfer) of all bones; the lowest
+   wins. When a palm turned by more than 30° scores within ``margin`` of it, the start is ``ambiguous``.
+
+:func:`estimate_hand_keypoints` gives the 21 keypoints of that start (a few mm from the true ones), for code
+that wants keypoints; :func:`~anatomy.registration.fit_model_to_surfaces` uses the start itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from ..core.alignment import Similarity
+from ..core.errors import ParameterError, ShapeError
+from ..core.rotations import matrix_to_axis_angle
+from ..io.official_nimble import BONE_TO_JOINT, KEYPOINT_JOINTS
+from .rigid import icp
+
+__all__ = ["AmbiguousHandStartWarning", "HandStart", "estimate_hand_keypoints", "search_hand_start"]
+
+_PALM = ("carpal", "met2", "met3", "met4", "met5")
+_CHAINS = (("met1", "pro1", "dis1"), *((f"pro{i}", f"int{i}", f"dis{i}") for i in range(2, 6)))
+_FREE_RANGE = 0.2  # rad: an angle with a smaller range (the +-5 deg twists) stays at zero in the search
+_STEP = 0.2  # rad: about the grid spacing of the searched angles
+_TRUNCATE_MM = 6.0  # the finger score counts a vertex at most this far from the bones
+_POINTS_PER_BONE = 40
+_PALM_POINTS, _TARGET_POINTS = 400, 3000
+
+
+class AmbiguousHandStartWarning(UserWarning):
+    """The bones fit two clearly different hand starts about equally well (a symmetric or partial scan):
+    the fit may put fingers on the wrong finger; pass the hand's keypoints (``landmarks=``)."""
+
+
+@dataclass
+class HandStart:
+    """What :func:`search_hand_start` found.
+
+    ``similarity``: the rest model's palm onto the bones (rigid, scale 1); ``pose``: ``(20, 3)`` float64
+    axis-angle rows of the layer (row 0 zero); ``keypoints``: the 21 keypoints of that start, world mm;
+    ``chamfer_mm``: two-way mean distance between the start's bones and the bone points; ``runner_up_mm``:
+    the same for the best start whose palm is turned more than 30° from this one (inf when none);
+    ``ambiguous``: whether the runner-up is within the margin; ``others``: the runner-up starts, best first.
+    """
+
+    similarity: Similarity
+    pose: torch.Tensor
+    keypoints: dict[str, np.ndarray]
+    chamfer_mm: float
+    runner_up_mm: float
+    ambiguous: bool
+    others: list[HandStart]
+
+
+class _RigidHand:
+    """The layer's bones moved rigidly: per bone a rotation about its rest joint, chained from the carpal."""
+
+    def __init__(self, layer: Any) -> None:
+        names = list(layer.bone_names)
+        if names[:1] != ["carpal"] or any(n not in names for c in _CHAINS for n in c) or not layer.has_joint_limits:
+            raise ParameterError("search_hand_start needs a Nimble layer with the NIMBLE bones and joint limits "
+                                 "(the embedded default hand has them); pass the keypoints instead.")
+        self.names = names
+        with torch.no_grad():
+            rest = layer()
+        dt = torch.float64
+        layout = rest._layout("bones")
+        if layout.part_ids is None:
+            raise ParameterError("search_hand_start needs the bones' part ids (which bone each vertex is on).")
+        row_of = torch.tensor([names.index(n) for n in layout.part_names])
+        self.rows = row_of[layout.part_ids.cpu()]
+        self.verts = rest.tissue("bones")[0].detach().cpu().to(dt)
+        self.joints = rest.joints[0].detach().cpu().to(dt)
+        bone_joint = list(BONE_TO_JOINT)
+        parents = list(layer.tree.parents)
+        joint_bone = {j: b for b, j in enumerate(bone_joint)}
+        self.centre = self.joints[bone_joint]  # (20, 3): each bone's rotation centre
+        self.parent = [-1] + [joint_bone[parents[bone_joint[b]]] for b in range(1, len(names))]
+        # each joint's bone: a *_end joint (no bone of its own) moves with its parent's bone
+        self.joint_bone = [joint_bone.get(j, joint_bone.get(parents[j], 0)) for j in range(len(parents))]
+        self.keypoint_joints = list(KEYPOINT_JOINTS)
+        self.keypoint_names = list(layer.keypoint_names)
+        self.limits = layer.joint_limits().to(dtype=dt)
+
+    def sample(self, bones: list[int], count: int, gen: torch.Generator) -> torch.Tensor:
+        """Up to ``count`` vertex ids of each bone in ``bones``, concatenated."""
+        ids = []
+        for b in bones:
+            own = torch.nonzero(self.rows == b).reshape(-1)
+            ids.append(own[torch.randperm(len(own), generator=gen)[:count]])
+        return torch.cat(ids)
+
+    def transforms(self, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``angles (B, 20, 3)`` joint angles -> per bone ``A (B, 20, 3, 3)``, ``a (B, 20, 3)``: x -> A x + a
+        in the model's rest frame (the carpal fixed)."""
+        local = self.limits.rotations(angles)
+        batch = angles.shape[0]
+        mats: list[torch.Tensor] = []
+        offs: list[torch.Tensor] = []
+        for b in range(len(self.names)):
+            p = self.parent[b]
+            if p < 0:
+                mats.append(local[:, b])
+                offs.append(self.centre[b] - local[:, b] @ self.centre[b])
+                continue
+            mat = mats[p] @ local[:, b]
+            j = self.centre[b]
+            offs.append((mats[p] @ (j - local[:, b] @ j)[..., None])[..., 0] + offs[p])
+            mats.append(mat)
+        return torch.stack(mats, 1), torch.stack(offs, 1).reshape(batch, -1, 3)
+
+    def pose(self, angles: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Vertices ``ids`` of the bones posed by ``angles (B, 20, 3)``: ``(B, n, 3)`` in the rest frame."""
+        mat, off = self.transforms(angles)
+        rows = self.rows[ids]
+        return (mat[:, rows] @ self.verts[ids][None, :, :, None])[..., 0] + off[:, rows]
+
+    def keypoints(self, angles: torch.Tensor) -> torch.Tensor:
+        """``(21, 3)`` keypoints of one pose ``angles (1, 20, 3)`` in the rest frame."""
+        mat, off = self.transforms(angles)
+        bones = [self.joint_bone[j] for j in self.keypoint_joints]
+        pts = self.joints[self.keypoint_joints]
+        return (mat[0, bones] @ pts[..., None])[..., 0] + off[0, bones]
+
+
+def _move(points: torch.Tensor, sim: Similarity) -> torch.Tensor:
+    return sim.scale * points @ sim.rotation.T + sim.translation
+
+
+def _palm_candidates(hand: _RigidHand, target: np.ndarray, gen: torch.Generator, keep: int) -> list[Any]:
+    """The best ``keep`` palm placements (ICP results), clearly different from each other."""
+    palm_ids = hand.sample([hand.names.index(n) for n in _PALM], _PALM_POINTS // len(_PALM), gen)
+    palm = hand.verts[palm_ids].numpy()
+    coarse = target[:: max(1, len(target) // 1500)]
+    centre = palm.mean(0)
+    results = []
+    for rot in Rotation.create_group("I").as_matrix():
+        trans = coarse.mean(0) - rot @ centre
+        init = Similarity(torch.from_numpy(rot), torch.from_numpy(trans), torch.tensor(1.0, dtype=torch.float64))
+        results.append(icp(palm, coarse, init=init, trim=0.9, max_iter=25, tol=0.05))
+    results.sort(key=lambda r: r.rms)
+    chosen: list[Any] = []
+    for r in results:
+        if len(chosen) >= 4 * keep:
+            break
+        fine = icp(palm, target, init=r.transform, trim=0.9, max_iter=60, tol=1e-3)
+        if all(not _same_palm(fine.transform, c.transform) for c in chosen):
+            chosen.append(fine)
+    chosen.sort(key=lambda r: r.rms)
+    return chosen[:keep]
+
+
+def _turn_deg(a: Similarity, b: Similarity) -> float:
+    rel = (a.rotation.T @ b.rotation).to(torch.float64)
+    return math.degrees(math.acos(max(-1.0, min(1.0, (float(torch.trace(rel)) - 1.0) / 2.0))))
+
+
+def _same_palm(a: Similarity, b: Similarity) -> bool:
+    return _turn_deg(a, b) < 15.0 and float((a.translation - b.translation).norm()) < 8.0
+
+
+def _grid(lo: float, hi: float) -> torch.Tensor:
+    if hi - lo < _FREE_RANGE:
+        return torch.zeros(1, dtype=torch.float64)
+    return torch.linspace(lo, hi, max(3, math.ceil((hi - lo) / _STEP) + 1), dtype=torch.float64)
+
+
+def _search_chain(hand: _RigidHand, chain: tuple[str, ...], angles: torch.Tensor, tree: cKDTree, sim: Similarity,
+                  gen: torch.Generator, beam: int) -> torch.Tensor:
+    """``angles (20, 3)`` with the chain's joints set by a beam search, one level at a time."""
+    lower, upper = hand.limits.lower, hand.limits.upper
+    states = angles[None].clone()
+    scored: list[int] = []
+    for name in chain:
+        b = hand.names.index(name)
+        scored.append(b)
+        axes = [_grid(float(lower[b, k]), float(upper[b, k])) for k in range(3)]
+        values = torch.cartesian_prod(*axes).reshape(-1, 3)
+        cand = states.repeat_interleave(len(values), 0)
+        cand[:, b] = values.repeat(len(states), 1)
+        ids = hand.sample(scored, _POINTS_PER_BONE, gen)
+        moved = _move(hand.pose(cand, ids), sim)
+        dist, _ = tree.query(moved.reshape(-1, 3).numpy())
+        score = np.minimum(dist, _TRUNCATE_MM).reshape(len(cand), -1).mean(1)
+        states = cand[torch.from_numpy(np.argsort(score, kind="stable")[:beam])]
+    return states[0]
+
+
+def _chamfer(moved: np.ndarray, target: np.ndarray, tree: cKDTree) -> float:
+    there, _ = tree.query(moved)
+    back, _ = cKDTree(moved).query(target)
+    return 0.5 * (float(there.mean()) + float(back.mean()))
+
+
+def search_hand_start(layer: Any, bones: Any, *, palms: int = 3, beam: int = 6, rounds: int = 3,
+                      margin: float = 0.25, seed: int = 0) -> HandStart:
+    """Search the palm placement and finger angles of the hand layer ``layer`` on the scanned bone points.
+
+    Args:
+        layer: a ``Nimble`` layer (its rest pose and joint limits; mean shape).
+        bones: ``(N, 3)`` points on all the hand's bone surfaces, world mm (numpy or torch).
+        palms: palm placements tried with their finger search.
+        beam: partial finger chains kept per level.
+        rounds: finger searches per palm, each followed by a similarity ICP of the whole posed hand.
+        margin: (mm) a start with a palm turned more than 30° whose chamfer is within this of the best makes
+            the result ``ambiguous``.
+        seed: of the point subsampling.
+    """
+    pts = np.asarray(bones.detach().cpu().numpy() if isinstance(bones, torch.Tensor) else bones, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) < 100:
+        raise ShapeError(f"bones must be (N, 3) points with N >= 100, got {pts.shape}.")
+    if not np.isfinite(pts).all():
+        raise ParameterError("bones hold NaN or inf coordinates; drop them first.")
+    gen = torch.Generator().manual_seed(seed)
+    hand = _RigidHand(layer)
+    target = pts[torch.randperm(len(pts), generator=gen)[:_TARGET_POINTS].numpy()]
+    tree = cKDTree(target)
+    all_ids = hand.sample(list(range(len(hand.names))), 3 * _POINTS_PER_BONE, gen)
+    starts = []
+    for palm in _palm_candidates(hand, target, gen, palms):
+        sim = palm.transform
+        for _ in range(rounds):
+            angles = torch.zeros(len(hand.names), 3, dtype=torch.float64)
+            for chain in _CHAINS:
+                angles = _search_chain(hand, chain, angles, tree, sim, gen, beam)
+            # the whole hand so posed places the palm better than the palm alone (and gives the scale)
+            posed = hand.pose(angles[None], all_ids)[0]
+            sim = icp(posed.numpy(), target, init=sim, scale=True, trim=0.9, max_iter=60, tol=1e-3).transform
+        moved = _move(hand.pose(angles[None], all_ids)[0], sim)
+        starts.append((_chamfer(moved.numpy(), target, tree), sim, angles))
+    starts.sort(key=lambda s: s[0])
+    found = [_as_start(hand, *s) for s in starts]
+    best, rest = found[0], found[1:]
+    turned = [s for s in rest if _turn_deg(s.similarity, best.similarity) > 30.0]
+    best.others = rest
+    best.runner_up_mm = turned[0].chamfer_mm if turned else math.inf
+    best.ambiguous = best.runner_up_mm < best.chamfer_mm + margin
+    return best
+
+
+def _as_start(hand: _RigidHand, chamfer: float, sim: Similarity, angles: torch.Tensor) -> HandStart:
+    rot = hand.limits.rotations(angles[None])[0]
+    pose = matrix_to_axis_angle(rot)
+    pose[0] = 0.0
+    keys = _move(hand.keypoints(angles[None]), sim).numpy()
+    return HandStart(sim, pose, dict(zip(hand.keypoint_names, keys)), chamfer, math.inf, False, [])
+
+
+def estimate_hand_keypoints(layer: Any, bones: Any, **options: Any) -> dict[str, np.ndarray]:
+    """The 21 hand keypoints (``layer.keypoint_names`` -> ``(3,)`` world mm) of the start that
+    :func:`search_hand_start` finds on the bone points ``bones (N, 3)``; ``options`` go to it."""
+    return search_hand_start(layer, bones, **options).keypoints
