@@ -11,10 +11,12 @@ residual, and the seconds of each stage against the issue's targets (head < 60 s
 The phantoms are written once to ``--data`` (default ``benchmarks/_data``) and reused.
 
 ``--head-labels`` registers the head from its phantom label map (the same template jaw split) instead of
-segmenting the CT, which separates the registration's error from the segmentation's.
+segmenting the CT, which separates the registration's error from the segmentation's. ``--subjects N``
+registers the ``ses-pre`` CT of each of N head subjects (dataset seed 11; N > 1 writes ``head_phantom_N``;
+subjects 1 and 2 have amalgam fillings, subject 0 has none).
 
 Run: ``python benchmarks/registration_scans.py [--data DIR] [--only head|hand] [--head-spacing S S S]
-[--head-labels]``.
+[--head-labels] [--subjects N]``.
 """
 
 from __future__ import annotations
@@ -29,19 +31,19 @@ import numpy as np
 
 from anatomy.io import read_mesh
 from anatomy.pipeline import register_scan
-from anatomy.pipeline.runner import find_scans
+from anatomy.pipeline.runner import ScanJob, find_scans
 
 TARGET_S = {"head": 60.0, "hand": 120.0}
 
 
-def _dataset(kind: str, root: Path, head_spacing: tuple[float, float, float] | None) -> Path:
-    folder = root / f"{kind}_phantom"
+def _dataset(kind: str, root: Path, head_spacing: tuple[float, float, float] | None, subjects: int = 1) -> Path:
+    folder = root / (f"{kind}_phantom" if subjects == 1 else f"{kind}_phantom_{subjects}")
     if (folder / "manifest.json").is_file():
         return folder
     from anatomy.scans import make_hand_dataset, make_head_dataset
 
     if kind == "head":
-        make_head_dataset(folder, 1, seed=11, **({"spacing": head_spacing} if head_spacing else {}))
+        make_head_dataset(folder, subjects, seed=11, spacing=head_spacing or (0.48, 0.48, 1.0))
     else:
         make_hand_dataset(folder, 1, poses=2, seed=11)
     return folder
@@ -54,9 +56,18 @@ def _errors(out: Path, truth: Path, tissue: str) -> tuple[float, float]:
     return float(d.mean()), float(np.quantile(d, 0.95))
 
 
-def run(kind: str, data: Path, head_spacing: tuple[float, float, float] | None, labels: str = "mri") -> None:
-    folder = _dataset(kind, data, head_spacing)
-    job = find_scans(folder, labels=labels)[0 if kind == "head" else 1]  # the hand: a posed sample, not the rest
+def run(kind: str, data: Path, head_spacing: tuple[float, float, float] | None, labels: str = "mri",
+        subjects: int = 1) -> None:
+    folder = _dataset(kind, data, head_spacing, subjects if kind == "head" else 1)
+    jobs = find_scans(folder, labels=labels)
+    if kind == "head":
+        for job in [j for j in jobs if j.name.endswith("ses-pre")][:subjects]:
+            _run_job(kind, job)
+    else:
+        _run_job(kind, jobs[1])  # the hand: a posed sample, not the rest
+
+
+def _run_job(kind: str, job: ScanJob) -> None:
     truth = Path(job.scan).parent
     work = Path(tempfile.mkdtemp(prefix=f"reg_{kind}_"))
     try:
@@ -89,13 +100,16 @@ def main() -> None:
     parser.add_argument("--head-spacing", type=float, nargs=3, default=None)
     parser.add_argument("--head-labels", action="store_true",
                         help="register the head from its phantom label map instead of segmenting the CT")
+    parser.add_argument("--subjects", type=int, default=1,
+                        help="head: register the ses-pre CT of this many phantom subjects (seed 11)")
     args = parser.parse_args()
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
     spacing = tuple(args.head_spacing) if args.head_spacing else None
     for kind in ("head", "hand"):
         if args.only in (None, kind):
-            run(kind, data, spacing, "always" if kind == "head" and args.head_labels else "mri")  # type: ignore[arg-type]
+            run(kind, data, spacing, "always" if kind == "head" and args.head_labels else "mri",
+                args.subjects)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from ..models import Nimble, Sculptor
 from ..registration import NonRigidWeights, VolumetricWeights, fit_model_to_surfaces, nonrigid_register
 from ..registration.volumetric_hand import register_hand_soft_tissue
 from ..scans import Volume, read_volume
-from .targets import scan_targets
+from .targets import bones_by_model, scan_targets
 
 __all__ = ["PARTIAL", "layer_for", "register_scan"]
 
@@ -147,6 +147,12 @@ def register_scan(
     t1 = time.perf_counter()
     fitted = fit_model_to_surfaces(layer, points, landmarks=landmarks, **dict(fit or {}))
     times["model_fit"] = time.perf_counter() - t1
+    if kind == "head" and {"skull", "mandible"} <= set(points):
+        # the bone targets judged by the first fit (anatomy.pipeline.targets.bones_by_model), then fitted again
+        t1 = time.perf_counter()
+        points = bones_by_model(points, {b: fitted.output.tissue(b)[0].detach() for b in ("skull", "mandible")})
+        fitted = fit_model_to_surfaces(layer, points, landmarks=landmarks, **dict(fit or {}))
+        times["model_refit"] = time.perf_counter() - t1
     volumetric: dict[str, torch.Tensor] = {}
     if free_form and kind == "hand" and {"muscles", "skin"} <= set(points):
         # the tetrahedral tissues: muscles attached to the bones, then the skin volume, elastically onto their
