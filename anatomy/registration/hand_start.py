@@ -43,7 +43,7 @@ _FREE_RANGE = 0.2  # rad: an angle with a smaller range (the +-5 deg twists) sta
 _STEP = 0.2  # rad: about the grid spacing of the searched angles
 _TRUNCATE_MM = 6.0  # the finger score counts a vertex at most this far from the bones
 _POINTS_PER_BONE = 40
-_PALM_POINTS, _TARGET_POINTS = 400, 3000
+_PALM_POINTS, _TARGET_POINTS = 250, 3000
 
 
 class AmbiguousHandStartWarning(UserWarning):
@@ -156,13 +156,11 @@ def _palm_candidates(hand: _RigidHand, target: np.ndarray, gen: torch.Generator,
     for rot in Rotation.create_group("I").as_matrix():
         trans = coarse.mean(0) - rot @ centre
         init = Similarity(torch.from_numpy(rot), torch.from_numpy(trans), torch.tensor(1.0, dtype=torch.float64))
-        results.append(icp(palm, coarse, init=init, trim=0.9, max_iter=25, tol=0.05))
+        results.append(icp(palm, coarse, init=init, trim=0.9, max_iter=20, tol=0.05))
     results.sort(key=lambda r: r.rms)
     chosen: list[Any] = []
-    for r in results:
-        if len(chosen) >= 4 * keep:
-            break
-        fine = icp(palm, target, init=r.transform, trim=0.9, max_iter=60, tol=1e-3)
+    for r in results[: 2 * keep]:
+        fine = icp(palm, target, init=r.transform, trim=0.9, max_iter=40, tol=1e-2)
         if all(not _same_palm(fine.transform, c.transform) for c in chosen):
             chosen.append(fine)
     chosen.sort(key=lambda r: r.rms)
@@ -186,11 +184,12 @@ def _grid(lo: float, hi: float) -> torch.Tensor:
 
 def _search_chain(hand: _RigidHand, chain: tuple[str, ...], angles: torch.Tensor, tree: cKDTree, sim: Similarity,
                   gen: torch.Generator, beam: int) -> torch.Tensor:
-    """``angles (20, 3)`` with the chain's joints set by a beam search, one level at a time."""
+    """``(k, 20, 3)``: ``angles (20, 3)`` with the chain's joints set by a beam search, one level at a time; the
+    best completion of each of the last beam's partial chains, best first."""
     lower, upper = hand.limits.lower, hand.limits.upper
     states = angles[None].clone()
     scored: list[int] = []
-    for name in chain:
+    for level, name in enumerate(chain):
         b = hand.names.index(name)
         scored.append(b)
         axes = [_grid(float(lower[b, k]), float(upper[b, k])) for k in range(3)]
@@ -201,8 +200,51 @@ def _search_chain(hand: _RigidHand, chain: tuple[str, ...], angles: torch.Tensor
         moved = _move(hand.pose(cand, ids), sim)
         dist, _ = tree.query(moved.reshape(-1, 3).numpy())
         score = np.minimum(dist, _TRUNCATE_MM).reshape(len(cand), -1).mean(1)
+        if level == len(chain) - 1:  # the last level: one completion per partial chain, for variety
+            per_state = score.reshape(len(states), len(values))
+            best = per_state.argmin(1) + np.arange(len(states)) * len(values)
+            return cand[torch.from_numpy(best[np.argsort(score[best], kind="stable")])]
         states = cand[torch.from_numpy(np.argsort(score, kind="stable")[:beam])]
-    return states[0]
+    return states
+
+
+def _combine(hand: _RigidHand, options: list[torch.Tensor], sim: Similarity, target: np.ndarray, tree: cKDTree,
+             ids: torch.Tensor, sweeps: int = 2) -> torch.Tensor:
+    """``(20, 3)``: one of each chain's candidate angles ``options[c] (k, 20, 3)``, chosen by coordinate descent
+    on the two-way chamfer of the whole hand (target points left without a model finger count against it, so
+    two fingers on one scanned finger lose)."""
+    rows = [torch.tensor([hand.names.index(n) for n in chain]) for chain in _CHAINS]
+    angles = torch.zeros(len(hand.names), 3, dtype=torch.float64)
+    for chain_rows, cand in zip(rows, options):
+        angles[chain_rows] = cand[0, chain_rows]
+    for _ in range(sweeps):
+        changed = False
+        for chain_rows, cand in zip(rows, options):
+            trial = angles.repeat(len(cand), 1, 1)
+            trial[:, chain_rows] = cand[:, chain_rows]
+            moved = _move(hand.pose(trial, ids), sim).numpy()
+            scores = [_chamfer(m, target, tree) for m in moved]
+            pick = int(np.argmin(scores))
+            changed |= not torch.equal(angles[chain_rows], cand[pick, chain_rows])
+            angles = trial[pick]
+        if not changed:
+            break
+    return angles
+
+
+def _fit_hand(hand: _RigidHand, sim: Similarity, target: np.ndarray, tree: cKDTree, ids: torch.Tensor,
+              gen: torch.Generator, beam: int, rounds: int) -> tuple[float, Similarity, torch.Tensor]:
+    """``rounds`` finger searches from the palm placement ``sim``, each followed by a similarity ICP of the whole
+    posed hand (which places the palm better than the palm alone, and gives the scale); the chamfer (mm), the
+    similarity and the angles ``(20, 3)`` of the last."""
+    for _ in range(rounds):
+        rest = torch.zeros(len(hand.names), 3, dtype=torch.float64)
+        options = [_search_chain(hand, chain, rest, tree, sim, gen, beam) for chain in _CHAINS]
+        angles = _combine(hand, options, sim, target, tree, ids)
+        posed = hand.pose(angles[None], ids)[0]
+        sim = icp(posed.numpy(), target, init=sim, scale=True, trim=0.9, max_iter=40, tol=1e-2).transform
+    moved = _move(hand.pose(angles[None], ids)[0], sim)
+    return _chamfer(moved.numpy(), target, tree), sim, angles
 
 
 def _chamfer(moved: np.ndarray, target: np.ndarray, tree: cKDTree) -> float:
@@ -211,16 +253,16 @@ def _chamfer(moved: np.ndarray, target: np.ndarray, tree: cKDTree) -> float:
     return 0.5 * (float(there.mean()) + float(back.mean()))
 
 
-def search_hand_start(layer: Any, bones: Any, *, palms: int = 3, beam: int = 6, rounds: int = 3,
+def search_hand_start(layer: Any, bones: Any, *, palms: int = 6, beam: int = 6, rounds: int = 3,
                       margin: float = 0.25, seed: int = 0) -> HandStart:
     """Search the palm placement and finger angles of the hand layer ``layer`` on the scanned bone points.
 
     Args:
         layer: a ``Nimble`` layer (its rest pose and joint limits; mean shape).
         bones: ``(N, 3)`` points on all the hand's bone surfaces, world mm (numpy or torch).
-        palms: palm placements tried with their finger search.
+        palms: palm placements tried with one finger search each; the best two get ``rounds - 1`` more.
         beam: partial finger chains kept per level.
-        rounds: finger searches per palm, each followed by a similarity ICP of the whole posed hand.
+        rounds: finger searches of the best palms, each followed by a similarity ICP of the whole posed hand.
         margin: (mm) a start with a palm turned more than 30° whose chamfer is within this of the best makes
             the result ``ambiguous``.
         seed: of the point subsampling.
@@ -235,18 +277,12 @@ def search_hand_start(layer: Any, bones: Any, *, palms: int = 3, beam: int = 6, 
     target = pts[torch.randperm(len(pts), generator=gen)[:_TARGET_POINTS].numpy()]
     tree = cKDTree(target)
     all_ids = hand.sample(list(range(len(hand.names))), 3 * _POINTS_PER_BONE, gen)
-    starts = []
-    for palm in _palm_candidates(hand, target, gen, palms):
-        sim = palm.transform
-        for _ in range(rounds):
-            angles = torch.zeros(len(hand.names), 3, dtype=torch.float64)
-            for chain in _CHAINS:
-                angles = _search_chain(hand, chain, angles, tree, sim, gen, beam)
-            # the whole hand so posed places the palm better than the palm alone (and gives the scale)
-            posed = hand.pose(angles[None], all_ids)[0]
-            sim = icp(posed.numpy(), target, init=sim, scale=True, trim=0.9, max_iter=60, tol=1e-3).transform
-        moved = _move(hand.pose(angles[None], all_ids)[0], sim)
-        starts.append((_chamfer(moved.numpy(), target, tree), sim, angles))
+    starts = [_fit_hand(hand, palm.transform, target, tree, all_ids, gen, beam, 1) for palm in
+              _palm_candidates(hand, target, gen, palms)]
+    starts.sort(key=lambda s: s[0])
+    # the best two palms go on for the remaining rounds
+    starts = [_fit_hand(hand, sim, target, tree, all_ids, gen, beam, rounds - 1) if i < 2 and rounds > 1 else
+              (chamfer, sim, angles) for i, (chamfer, sim, angles) in enumerate(starts)]
     starts.sort(key=lambda s: s[0])
     found = [_as_start(hand, *s) for s in starts]
     best, rest = found[0], found[1:]
