@@ -3,8 +3,10 @@
 :func:`register_scan` writes, into a new folder:
 
 * ``<tissue>.ply`` per model tissue: the registered mesh, in the template's vertex order and the scan's
-  world mm (RAS+); tissues without a target follow the fitted model. Surfaces (skull, mandible, face, the
-  hand's bones) get a free-form embedded-deformation step; the hand's muscles and skin volume, when both
+  world mm (RAS+); tissues without a target follow the fitted model (the head's bone targets are judged by
+  a first fit and the model fitted again: :func:`~anatomy.pipeline.targets.bones_by_model`). Surfaces (the
+  head's face, the hand's bones; the head's bones keep their fit) get a free-form embedded-deformation
+  step; the hand's muscles and skin volume, when both
   have targets, an elastic tetrahedral registration (muscles attached to the bones, collisions);
 * ``params.json``: the fitted layer parameters (what ``Sculptor(**params)`` / ``Nimble(**params)`` take);
 * ``residuals.npz``: per tissue, each registered vertex's distance (mm) to the target surface (NaN for the
@@ -52,6 +54,10 @@ PARTIAL = ".partial"
 # misses (thin bones under the CT threshold) do not pull onto the nearest wrong surface: on the LUCY-like
 # CT skull 0.59 -> 0.55 mm, mandible 0.42 -> 0.35 mm (scale 3.0 before)
 _ANCHORED = NonRigidWeights(landmark=0.5, robust_scale=1.5)
+# tissues that keep their model fit (no free-form step): on the head CTs the free-form step pulled the bones onto
+# bone the model lacks (LUCY-like CT seed 11 sub-000 after the second fit on targets.bones_by_model: skull 0.19 ->
+# 0.24, mandible 0.13 -> 0.16 mm vertex error; sub-001 with one fit: 0.29 -> 0.32, 0.19 -> 0.22 mm)
+_FIT_ONLY = {("head", "skull"), ("head", "mandible")}
 # the hand's muscles and skin volume onto surfaces extracted from a label map: firmer data springs than
 # HAND_WEIGHTS (tuned for damaged point clouds); on the MRI-Hand-like phantom muscles 0.89 -> 0.64 mm and skin
 # 1.27 -> 1.04 mm mean node error (benchmarks/registration_scans.py)
@@ -175,7 +181,7 @@ def register_scan(
             entry["model_fit"] = _stats(before)
             if name in volumetric:
                 verts = volumetric[name]
-            elif free_form and name != "muscles":
+            elif free_form and name != "muscles" and (kind, name) not in _FIT_ONLY:
                 t2 = time.perf_counter()
                 res = nonrigid_register(verts, faces[name], *points[name], levels=(256, 1024), iterations=4,
                                         landmarks=(torch.arange(len(verts)), verts), weights=_ANCHORED)
