@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from scipy.spatial import cKDTree
@@ -44,7 +44,7 @@ from ..core.errors import ParameterError, ShapeError
 from ..core.nearest import closest_points_on_mesh
 from ..core.signed_distance import signed_distance_to_faces
 from ..core.surface import vertex_normals
-from .nonrigid import _robust_weights, boundary_points, estimate_normals
+from .nonrigid import _robust_weights, boundary_points, estimate_noise, estimate_normals
 
 __all__ = ["VolumetricLog", "VolumetricResult", "VolumetricWeights", "boundary_faces", "register_volume"]
 
@@ -66,6 +66,10 @@ class VolumetricWeights:
         collision_margin: distance (mm) nodes are kept outside the obstacles.
         collision_band: nodes closer than this (mm) to an obstacle surface get the one-sided
             penalty too, so they cannot cross it between two pairings.
+        noise_reference: per-axis target noise (mm) the weights are meant for, or ``None`` (off).
+            When the target's estimated noise ``sigma`` (:func:`.nonrigid.estimate_noise`) is
+            larger, ``data`` and ``back`` are divided by ``(sigma / noise_reference)^2``: the data
+            terms count in units of the noise, so the elastic prior carries more of a noisy scan.
     """
 
     data: float = 0.1
@@ -78,6 +82,7 @@ class VolumetricWeights:
     robust_scale: float | None = 3.0
     collision_margin: float = 0.0
     collision_band: float = 1.0
+    noise_reference: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("data", "back", "point_to_point", "attach", "collision", "collision_margin", "collision_band"):
@@ -89,6 +94,11 @@ class VolumetricWeights:
         if not (isinstance(self.max_normal_angle, int | float) and 0 < self.max_normal_angle <= 180):
             raise ParameterError(f"VolumetricWeights.max_normal_angle must be in (0, 180] degrees, "
                                  f"got {self.max_normal_angle!r}.")
+        if self.noise_reference is not None and (
+                isinstance(self.noise_reference, bool) or not isinstance(self.noise_reference, int | float)
+                or not math.isfinite(self.noise_reference) or self.noise_reference <= 0):
+            raise ParameterError(f"VolumetricWeights.noise_reference must be a positive number or None, "
+                                 f"got {self.noise_reference!r}.")
         if self.robust_scale is not None and not (
                 isinstance(self.robust_scale, int | float) and math.isfinite(self.robust_scale)
                 and self.robust_scale > 0):
@@ -121,6 +131,8 @@ class VolumetricResult:
         residual: ``(S,)`` distance of each surface node to its nearest target point (mm).
         surface_nodes: ``(S,)`` the node ids of the data surface (order of ``residual``).
         seconds: wall time.
+        noise: the target's estimated per-axis noise (mm; 0 without ``noise_reference``).
+        softening: the factor ``data`` and ``back`` were divided by for that noise (>= 1).
     """
 
     nodes: torch.Tensor
@@ -129,6 +141,8 @@ class VolumetricResult:
     residual: torch.Tensor
     surface_nodes: torch.Tensor
     seconds: float
+    noise: float = 0.0
+    softening: float = 1.0
 
 
 def boundary_faces(tets: torch.Tensor, num_nodes: int | None = None) -> torch.Tensor:
@@ -310,6 +324,11 @@ def register_volume(
         vn = vertex_normals(x, faces)[surf[torch.from_numpy(near).to(dev)]]
         tn = torch.where(((tn * vn).sum(-1) < 0)[:, None], -tn, tn)
     rim = boundary_points(target, tn)
+    noise, soften = 0.0, 1.0
+    if w.noise_reference is not None:
+        noise = estimate_noise(target)
+        soften = max(1.0, (noise / w.noise_reference) ** 2)
+        w = replace(w, data=w.data / soften, back=w.back / soften)
     tree = cKDTree(_to_numpy(target))
     cos_max = math.cos(math.radians(w.max_normal_angle)) - 1e-12
     kk = min(w.neighbours, target.shape[0])
@@ -348,7 +367,7 @@ def register_volume(
     return VolumetricResult(nodes=x.to(x_in.device, x_in.dtype), log=tuple(logs), inverted=logs[-1].inverted,
                             residual=torch.from_numpy(dist).to(x_in.device, x_in.dtype),
                             surface_nodes=surf.to(x_in.device),
-                            seconds=time.perf_counter() - clock)
+                            seconds=time.perf_counter() - clock, noise=noise, softening=soften)
 
 
 def _minimise(x: torch.Tensor, free: torch.Tensor, scale: torch.Tensor, pairs: _Pairs, w: VolumetricWeights,

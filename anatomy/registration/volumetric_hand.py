@@ -39,8 +39,10 @@ __all__ = ["HAND_WEIGHTS", "HandSoftTissueResult", "register_hand_soft_tissue"]
 #: defaults and a tighter robust scale, so the elastic energy smooths scanner noise. Measured on an
 #: elastic phantom (CUDA, one case; 30 % cut, 10 % outliers, 2 mm RMS noise): mean muscle error
 #: 0.44 -> 0.19 mm on damaged targets for 0.046 -> 0.057 mm on clean ones (skin 0.57 -> 0.42,
-#: 0.30 -> 0.34 mm); the price is a looser fit where the target disagrees with the elastic prior
-HAND_WEIGHTS = VolumetricWeights(data=0.003, back=0.03, robust_scale=1.5)
+#: 0.30 -> 0.34 mm); the price is a looser fit where the target disagrees with the elastic prior.
+#: Noisy targets soften the data terms further (``noise_reference``: a clean 30 k-point sampling of the
+#: hand's muscles or skin reads 0.2-0.25 mm, with 2 mm RMS noise 0.6-1.1 mm)
+HAND_WEIGHTS = VolumetricWeights(data=0.003, back=0.03, robust_scale=1.5, noise_reference=0.3)
 
 
 @dataclass(frozen=True)

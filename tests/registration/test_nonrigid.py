@@ -24,6 +24,7 @@ from anatomy.registration.deformation import (
 from anatomy.registration.nonrigid import (
     NonRigidWeights,
     corrupt_target,
+    estimate_noise,
     nonrigid_register,
     sample_surface,
 )
@@ -84,18 +85,41 @@ def test_skull_recovery_clean_and_corrupted(head_pair: dict) -> None:
     gen = torch.Generator().manual_seed(0)
     points, normals = sample_surface(truth, faces, 12000, gen)
     before = _error(template, truth)
-    clean = nonrigid_register(template, faces, points, normals, levels=(64, 256), iterations=(8, 5))
+    levels, its = None, (6, 5, 3)  # the default levels (16 nodes first on noisy targets), fewer iterations
+    clean = nonrigid_register(template, faces, points, normals, levels=levels, iterations=its)
     err = _error(clean.vertices, truth)
     assert before > 3.0
-    assert err < 0.45  # issue target for bones 0.5 mm; measured 0.355 mm with these (reduced) levels
+    assert err < 0.45  # issue target for bones 0.5 mm (fewer iterations here)
+    assert clean.stiffening == 1.0  # a clean sampling is not taken for noise
+    estimated = _error(nonrigid_register(template, faces, points, levels=levels, iterations=its).vertices, truth)
     damaged, kept = corrupt_target(points, missing=0.3, outliers=0.1, noise=2.0, generator=gen)
     assert damaged.shape[0] == kept.shape[0] + round(0.1 * kept.shape[0]) and kept.shape[0] == 8400
-    robust = nonrigid_register(template, faces, damaged, levels=(64, 256), iterations=(8, 5))
+    robust = nonrigid_register(template, faces, damaged, levels=levels, iterations=its)
     err_bad = _error(robust.vertices, truth)
-    # measured 1.51 mm (4.3x the clean run with exact normals, 2.7x a clean run with estimated
-    # normals, 0.56 mm): the issue's "at most 2x" is not met; most of it is over the cut-away part
-    assert err_bad < 2.0
-    assert err_bad < 0.6 * before
+    # the issue's robustness target: 30 % cut away, 10 % outliers, 2 mm noise at most double the
+    # error of the same clean points (normals estimated in both)
+    assert 0.8 < robust.noise < 1.6  # 2 mm RMS is 1.15 mm per axis
+    assert robust.stiffening > 2.0
+    assert err_bad < 2.0 * estimated
+    assert err_bad < 0.5 * before
+
+
+def test_noise_estimate_and_stiffening() -> None:
+    v, f = _sphere(400)
+    points, _ = sample_surface(v, f, 8000, torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(5)
+    noisy = points + 0.3 * torch.randn(points.shape, generator=gen, dtype=torch.float64)
+    assert estimate_noise(points) < 0.1  # the sag of a 20 mm sphere over 20 neighbours
+    # per-axis 0.3 mm; the neighbourhoods (about 2 mm wide) are much wider than the noise
+    assert abs(estimate_noise(noisy) - 0.3) < 0.08
+    res = nonrigid_register(v, f, noisy, weights=NonRigidWeights(noise_reference=0.1), levels=(8, 32),
+                            iterations=2, inner_steps=5)
+    assert res.stiffening > 4.0 and abs(res.stiffening - (res.noise / 0.1) ** 2) < 1e-9
+    default = nonrigid_register(v, f, noisy, levels=(8, 32), iterations=2, inner_steps=5)
+    assert default.stiffening == 1.0  # 0.3 mm is below the default reference (0.6 mm)
+    off = nonrigid_register(v, f, noisy, weights=NonRigidWeights(noise_reference=None), levels=(8, 32),
+                            iterations=2, inner_steps=5)
+    assert off.stiffening == 1.0 and off.noise == 0.0
 
 
 def test_face_recovery(head_pair: dict) -> None:
@@ -188,6 +212,8 @@ def test_typed_errors() -> None:
         NonRigidWeights(smooth=-1.0)
     with pytest.raises(ParameterError):
         NonRigidWeights(max_normal_angle=0.0)
+    with pytest.raises(ParameterError, match="noise_reference"):
+        NonRigidWeights(noise_reference=0.0)
     with pytest.raises(ParameterError):
         nonrigid_register(v, f, torch.full_like(pts, float("nan")))
     with pytest.raises(ParameterError):
