@@ -75,7 +75,7 @@ class _RigidHand:
     """The layer's bones moved rigidly: per bone a rotation about its rest joint, chained from the carpal."""
 
     def __init__(self, layer: Any) -> None:
-        names = list(layer.bone_names)
+        names = list(getattr(layer, "bone_names", ()))
         if names[:1] != ["carpal"] or any(n not in names for c in _CHAINS for n in c) or not layer.has_joint_limits:
             raise ParameterError("search_hand_start needs a Nimble layer with the NIMBLE bones and joint limits "
                                  "(the embedded default hand has them); pass the keypoints instead.")
@@ -182,14 +182,27 @@ def _grid(lo: float, hi: float) -> torch.Tensor:
     return torch.linspace(lo, hi, max(3, math.ceil((hi - lo) / _STEP) + 1), dtype=torch.float64)
 
 
+def _diverse(values: torch.Tensor, score: np.ndarray, count: int) -> torch.Tensor:
+    """Indices of up to ``count`` rows of ``values (n, m)`` (angles), best ``score`` first, each more than 1.5
+    grid steps from those already taken in some angle: the beam keeps different ways of bending a finger
+    rather than one way and its small variants."""
+    taken: list[int] = []
+    for i in np.argsort(score, kind="stable").tolist():
+        if all(float((values[i] - values[j]).abs().max()) > 1.5 * _STEP for j in taken):
+            taken.append(i)
+            if len(taken) == count:
+                break
+    return torch.tensor(taken)
+
+
 def _search_chain(hand: _RigidHand, chain: tuple[str, ...], angles: torch.Tensor, tree: cKDTree, sim: Similarity,
                   gen: torch.Generator, beam: int) -> torch.Tensor:
-    """``(k, 20, 3)``: ``angles (20, 3)`` with the chain's joints set by a beam search, one level at a time; the
-    best completion of each of the last beam's partial chains, best first."""
+    """``(k, 20, 3)``: ``angles (20, 3)`` with the chain's joints set by a beam search, one level at a time;
+    different candidates, best first."""
     lower, upper = hand.limits.lower, hand.limits.upper
     states = angles[None].clone()
     scored: list[int] = []
-    for level, name in enumerate(chain):
+    for name in chain:
         b = hand.names.index(name)
         scored.append(b)
         axes = [_grid(float(lower[b, k]), float(upper[b, k])) for k in range(3)]
@@ -200,47 +213,52 @@ def _search_chain(hand: _RigidHand, chain: tuple[str, ...], angles: torch.Tensor
         moved = _move(hand.pose(cand, ids), sim)
         dist, _ = tree.query(moved.reshape(-1, 3).numpy())
         score = np.minimum(dist, _TRUNCATE_MM).reshape(len(cand), -1).mean(1)
-        if level == len(chain) - 1:  # the last level: one completion per partial chain, for variety
-            per_state = score.reshape(len(states), len(values))
-            best = per_state.argmin(1) + np.arange(len(states)) * len(values)
-            return cand[torch.from_numpy(best[np.argsort(score[best], kind="stable")])]
-        states = cand[torch.from_numpy(np.argsort(score, kind="stable")[:beam])]
+        states = cand[_diverse(cand[:, scored].reshape(len(cand), -1), score, beam)]
     return states
 
 
 def _combine(hand: _RigidHand, options: list[torch.Tensor], sim: Similarity, target: np.ndarray, tree: cKDTree,
-             ids: torch.Tensor, sweeps: int = 2) -> torch.Tensor:
+             ids: torch.Tensor, pairs: bool, sweeps: int = 3) -> torch.Tensor:
     """``(20, 3)``: one of each chain's candidate angles ``options[c] (k, 20, 3)``, chosen by coordinate descent
     on the two-way chamfer of the whole hand (target points left without a model finger count against it, so
-    two fingers on one scanned finger lose)."""
+    two fingers on one scanned finger lose): each chain alone, then (``pairs``) each pair of neighbouring chains
+    together (two crossed fingers swap only together)."""
     rows = [torch.tensor([hand.names.index(n) for n in chain]) for chain in _CHAINS]
-    angles = torch.zeros(len(hand.names), 3, dtype=torch.float64)
-    for chain_rows, cand in zip(rows, options):
-        angles[chain_rows] = cand[0, chain_rows]
+    pick = [0] * len(rows)
+
+    def angles_of(choice: list[int]) -> torch.Tensor:
+        angles = torch.zeros(len(hand.names), 3, dtype=torch.float64)
+        for chain_rows, cand, i in zip(rows, options, choice):
+            angles[chain_rows] = cand[i, chain_rows]
+        return angles
+
+    moves = [(c,) for c in range(len(rows))] + ([(c, c + 1) for c in range(len(rows) - 1)] if pairs else [])
     for _ in range(sweeps):
         changed = False
-        for chain_rows, cand in zip(rows, options):
-            trial = angles.repeat(len(cand), 1, 1)
-            trial[:, chain_rows] = cand[:, chain_rows]
-            moved = _move(hand.pose(trial, ids), sim).numpy()
-            scores = [_chamfer(m, target, tree) for m in moved]
-            pick = int(np.argmin(scores))
-            changed |= not torch.equal(angles[chain_rows], cand[pick, chain_rows])
-            angles = trial[pick]
+        for move in moves:
+            ranges = [range(len(options[c])) for c in move]
+            choices = [list(pick) for _ in range(math.prod(len(r) for r in ranges))]
+            for choice, combo in zip(choices, np.ndindex(*(len(r) for r in ranges))):
+                for c, i in zip(move, combo):
+                    choice[c] = int(i)
+            moved = _move(hand.pose(torch.stack([angles_of(c) for c in choices]), ids), sim).numpy()
+            best = choices[int(np.argmin([_chamfer(m, target, tree) for m in moved]))]
+            changed |= best != pick
+            pick = best
         if not changed:
             break
-    return angles
+    return angles_of(pick)
 
 
 def _fit_hand(hand: _RigidHand, sim: Similarity, target: np.ndarray, tree: cKDTree, ids: torch.Tensor,
-              gen: torch.Generator, beam: int, rounds: int) -> tuple[float, Similarity, torch.Tensor]:
+              gen: torch.Generator, beam: int, rounds: int, pairs: bool) -> tuple[float, Similarity, torch.Tensor]:
     """``rounds`` finger searches from the palm placement ``sim``, each followed by a similarity ICP of the whole
     posed hand (which places the palm better than the palm alone, and gives the scale); the chamfer (mm), the
     similarity and the angles ``(20, 3)`` of the last."""
     for _ in range(rounds):
         rest = torch.zeros(len(hand.names), 3, dtype=torch.float64)
         options = [_search_chain(hand, chain, rest, tree, sim, gen, beam) for chain in _CHAINS]
-        angles = _combine(hand, options, sim, target, tree, ids)
+        angles = _combine(hand, options, sim, target, tree, ids, pairs)
         posed = hand.pose(angles[None], ids)[0]
         sim = icp(posed.numpy(), target, init=sim, scale=True, trim=0.9, max_iter=40, tol=1e-2).transform
     moved = _move(hand.pose(angles[None], ids)[0], sim)
@@ -276,12 +294,12 @@ def search_hand_start(layer: Any, bones: Any, *, palms: int = 6, beam: int = 6, 
     hand = _RigidHand(layer)
     target = pts[torch.randperm(len(pts), generator=gen)[:_TARGET_POINTS].numpy()]
     tree = cKDTree(target)
-    all_ids = hand.sample(list(range(len(hand.names))), 3 * _POINTS_PER_BONE, gen)
-    starts = [_fit_hand(hand, palm.transform, target, tree, all_ids, gen, beam, 1) for palm in
+    all_ids = hand.sample(list(range(len(hand.names))), 2 * _POINTS_PER_BONE, gen)
+    starts = [_fit_hand(hand, palm.transform, target, tree, all_ids, gen, beam, 1, False) for palm in
               _palm_candidates(hand, target, gen, palms)]
     starts.sort(key=lambda s: s[0])
-    # the best two palms go on for the remaining rounds
-    starts = [_fit_hand(hand, sim, target, tree, all_ids, gen, beam, rounds - 1) if i < 2 and rounds > 1 else
+    # the best two palms go on for the remaining rounds, the fingers also moved in neighbouring pairs
+    starts = [_fit_hand(hand, sim, target, tree, all_ids, gen, beam, rounds - 1, True) if i < 2 and rounds > 1 else
               (chamfer, sim, angles) for i, (chamfer, sim, angles) in enumerate(starts)]
     starts.sort(key=lambda s: s[0])
     found = [_as_start(hand, *s) for s in starts]
