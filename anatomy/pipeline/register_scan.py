@@ -121,7 +121,8 @@ def register_scan(
         labels: a phantom label map on the scan's grid (the datasets' ``labels.nii.gz``), used instead of
             segmenting the scan (a hand MRI needs one for its bones and muscles).
         landmarks: named points in world mm (the hand's 21 keypoints, the head's landmarks); see
-            :func:`~anatomy.registration.fit_model_to_surfaces`. A posed hand needs its keypoints.
+            :func:`~anatomy.registration.fit_model_to_surfaces`. Without them a hand starts from the pose
+            searched on its bones (``report["hand_start"]``; a warning when that start is ambiguous).
         spacing: voxel size of a PNG/TIFF slice stack.
         vertices: the target surfaces are decimated to about this many vertices each.
         free_form: run the non-rigid residual step after the model fit (``False``: the model fit only).
@@ -200,6 +201,9 @@ def register_scan(
         report.update({"scan": str(scan) if not isinstance(scan, Volume) else "<Volume>",
                        "labels": None if labels is None or isinstance(labels, Volume) else str(labels),
                        "landmarks": sorted(landmarks) if landmarks else [], "tissues": report_tissues})
+        if fitted.hand_start is not None:
+            report["hand_start"] = {"chamfer_mm": fitted.hand_start.chamfer_mm,
+                                    "ambiguous": fitted.hand_start.ambiguous}
         _json(partial / "report.json", report)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave a half-written result behind
