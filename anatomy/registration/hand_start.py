@@ -12,7 +12,8 @@ moved rigidly (each bone by its joint's rotation about its rest joint centre, th
    model's joint limits, scored by the truncated distance of the chain's bones posed so far to the bone points;
    a beam of the best few partial chains goes on to the next level.
 3. Each kept palm with its chains is scored by the two-way mean distance (chamfer) of all bones; the lowest
-   wins. When a palm turned by more than 30° scores within ``margin`` of it, the start is ``ambiguous``.
+   wins. When a palm turned by more than 30° scores within ``margin`` of it, or the best is far from the bones
+   (``poor_mm``), the start is ``ambiguous``.
 
 :func:`estimate_hand_keypoints` gives the 21 keypoints of that start (a few mm from the true ones), for code
 that wants keypoints; :func:`~anatomy.registration.fit_model_to_surfaces` uses the start itself.
@@ -59,7 +60,8 @@ class HandStart:
     axis-angle rows of the layer (row 0 zero); ``keypoints``: the 21 keypoints of that start, world mm;
     ``chamfer_mm``: two-way mean distance between the start's bones and the bone points; ``runner_up_mm``:
     the same for the best start whose palm is turned more than 30° from this one (inf when none);
-    ``ambiguous``: whether the runner-up is within the margin; ``others``: the runner-up starts, best first.
+    ``ambiguous``: whether the runner-up is within the margin or the best is poor; ``others``: the runner-up
+    starts, best first.
     """
 
     similarity: Similarity
@@ -272,7 +274,7 @@ def _chamfer(moved: np.ndarray, target: np.ndarray, tree: cKDTree) -> float:
 
 
 def search_hand_start(layer: Any, bones: Any, *, palms: int = 6, beam: int = 6, rounds: int = 3,
-                      margin: float = 0.25, seed: int = 0) -> HandStart:
+                      margin: float = 0.25, poor_mm: float = 4.0, seed: int = 0) -> HandStart:
     """Search the palm placement and finger angles of the hand layer ``layer`` on the scanned bone points.
 
     Args:
@@ -283,6 +285,8 @@ def search_hand_start(layer: Any, bones: Any, *, palms: int = 6, beam: int = 6, 
         rounds: finger searches of the best palms, each followed by a similarity ICP of the whole posed hand.
         margin: (mm) a start with a palm turned more than 30° whose chamfer is within this of the best makes
             the result ``ambiguous``.
+        poor_mm: a best start farther than this (two-way mean distance, mm) from the bones is ``ambiguous`` too
+            (the points are not a hand's bones, or a part of them).
         seed: of the point subsampling.
     """
     pts = np.asarray(bones.detach().cpu().numpy() if isinstance(bones, torch.Tensor) else bones, dtype=np.float64)
@@ -307,7 +311,7 @@ def search_hand_start(layer: Any, bones: Any, *, palms: int = 6, beam: int = 6, 
     turned = [s for s in rest if _turn_deg(s.similarity, best.similarity) > 30.0]
     best.others = rest
     best.runner_up_mm = turned[0].chamfer_mm if turned else math.inf
-    best.ambiguous = best.runner_up_mm < best.chamfer_mm + margin
+    best.ambiguous = best.runner_up_mm < best.chamfer_mm + margin or best.chamfer_mm > poor_mm
     return best
 
 

@@ -321,8 +321,8 @@ def fit_model_to_surfaces(
         found = search_hand_start(solver.layer, tgt["bones"].points, seed=seed)
         start = found.similarity
         if found.ambiguous:
-            warnings.warn(f"the hand's bones fit two clearly different starts about equally well (mean distance "
-                          f"{found.chamfer_mm:.2f} vs {found.runner_up_mm:.2f} mm): fingers may end on the wrong "
+            warnings.warn(f"the searched hand start is ambiguous (mean distance to the bones {found.chamfer_mm:.2f} "
+                          f"mm, a clearly different start {found.runner_up_mm:.2f} mm): fingers may end on the wrong "
                           f"finger; pass the hand's keypoints (landmarks=).", AmbiguousHandStartWarning, stacklevel=2)
     else:
         source = torch.cat([mean.tissue(a)[0] for a in anchor_names]).detach()

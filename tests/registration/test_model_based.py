@@ -80,3 +80,21 @@ def test_float32_layer_unchanged_and_bad_input():
     with pytest.raises(ParameterError, match="Sculptor or Nimble"):
         fit_model_to_surfaces(torch.nn.Linear(3, 3), {"skull": pts})
     assert layer.template.dtype == torch.float32
+
+
+@pytest.mark.slow  # ~1-2 min: the start search and the staged fit of a posed hand
+def test_posed_hand_without_keypoints(hand):
+    """A posed, turned hand comes back from its bone and skin surfaces alone (the searched start)."""
+    gen = torch.Generator().manual_seed(10)
+    dt = torch.float64
+    orient = torch.nn.functional.normalize(torch.randn(1, 3, generator=gen, dtype=dt), dim=-1)
+    orient = orient * torch.rand(1, generator=gen, dtype=dt) * 3.14
+    truth = dict(pose=hand.sample_pose(1, generator=gen), shape=0.5 * torch.randn(1, 10, generator=gen, dtype=dt),
+                 global_orient=orient, transl=torch.tensor([[10.0, 5.0, -3.0]], dtype=dt))
+    gt = hand(**truth)
+    fit = fit_model_to_surfaces(hand, _targets(gt, ("bones", "skin"), gen))
+    assert fit.hand_start is not None and not fit.hand_start.ambiguous
+    for name, tol in (("bones", 0.5), ("skin", 1.0)):
+        err = (fit.output.tissue(name)[0] - gt.tissue(name)[0]).norm(dim=-1).mean()
+        assert err < tol, (name, float(err))
+    assert float((fit.output.keypoints[0] - gt.keypoints[0]).norm(dim=-1).max()) < 2.0

@@ -1,0 +1,87 @@
+"""The hand start searched on the bone surface (no keypoints): rigid bones, estimated keypoints, ambiguity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import anatomy
+from anatomy.core.errors import ParameterError, ShapeError
+from anatomy.core.rotations import matrix_to_axis_angle
+from anatomy.fitting.synthetic import random_rigid
+from anatomy.registration import fit_model_to_surfaces
+from anatomy.registration.hand_start import (
+    AmbiguousHandStartWarning,
+    _RigidHand,
+    estimate_hand_keypoints,
+    search_hand_start,
+)
+from anatomy.registration.nonrigid import sample_surface
+
+_TIPS = [4, 8, 12, 16, 20]  # thumb .. little fingertips in the 21-keypoint order
+
+
+@pytest.fixture(scope="module")
+def hand():
+    return anatomy.Nimble().double()
+
+
+def _posed(hand, seed):
+    gen = torch.Generator().manual_seed(seed)
+    rot, trans = random_rigid(1, generator=gen, max_angle=math.pi, spread=50.0)
+    out = hand(pose=hand.sample_pose(1, generator=gen), global_orient=matrix_to_axis_angle(rot), transl=trans)
+    pts, _ = sample_surface(out.tissue("bones")[0], out.faces("bones"), 4000, generator=gen)
+    return out, pts
+
+
+def test_rigid_bones_are_the_layers_bones(hand):
+    """The search moves each bone rigidly about its joint: exactly the layer's bones and keypoints (float64)."""
+    rigid = _RigidHand(hand)
+    pose = hand.sample_pose(3, generator=torch.Generator().manual_seed(0))
+    angles = rigid.limits.angles(hand.bone_rotations(pose))
+    out = hand(pose)
+    ids = torch.arange(rigid.verts.shape[0])
+    assert torch.allclose(rigid.pose(angles, ids), out.tissue("bones"), atol=1e-9)
+    for i in range(3):
+        assert torch.allclose(rigid.keypoints(angles[i:i + 1]), out.keypoints[i], atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [7, pytest.param(1, marks=pytest.mark.slow)])  # ~10-15 s each (one thread)
+def test_keypoints_from_the_bone_surface(hand, seed):
+    """A posed, turned hand's keypoints found from its bone points alone: every fingertip on its own finger."""
+    out, pts = _posed(hand, seed)
+    keys = estimate_hand_keypoints(hand, pts)
+    assert list(keys) == list(hand.keypoint_names)
+    est = torch.as_tensor(np.stack(list(keys.values())))
+    true = out.keypoints[0]
+    err = (est - true).norm(dim=-1)
+    assert float(err.mean()) < 6.0, err
+    # each estimated tip is nearest to its own true tip (the failure without a search: a finger on its neighbour)
+    tips = torch.cdist(est[_TIPS], true[_TIPS])
+    assert torch.equal(tips.argmin(1), torch.arange(5)), tips
+
+
+def test_symmetric_bones_are_ambiguous(hand):
+    """Points on a sphere are no hand's bones: the start says it is ambiguous and the fit warns."""
+    gen = torch.Generator().manual_seed(2)
+    sphere = torch.nn.functional.normalize(torch.randn(3000, 3, generator=gen, dtype=torch.float64), dim=-1) * 50.0
+    found = search_hand_start(hand, sphere, rounds=1)
+    assert found.ambiguous and found.chamfer_mm > 4.0  # far from any hand's bones
+    with pytest.warns(AmbiguousHandStartWarning, match="landmarks="):
+        fit = fit_model_to_surfaces(hand, {"bones": sphere}, outer=1, inner=1, max_points=500)
+    assert fit.hand_start is not None and fit.hand_start.ambiguous
+
+
+def test_bad_input(hand):
+    pts = hand().tissue("bones")[0].detach()
+    with pytest.raises(ShapeError, match=r"\(N, 3\)"):
+        search_hand_start(hand, pts[:, :2])
+    bad = pts.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ParameterError, match="NaN"):
+        search_hand_start(hand, bad)
+    with pytest.raises(ParameterError, match="keypoints"):
+        search_hand_start(anatomy.Sculptor(), pts)
