@@ -55,6 +55,7 @@ def test_register_scan_writes_a_complete_folder(dataset, tmp_path):
                                                             rel=1e-5)
     saved = json.loads((out / "report.json").read_text())
     assert saved["tissues"]["face"]["registered"]["p95_mm"] < 4.0
+    assert "model_refit" in saved["seconds"]  # the head is fitted again to its judged bone targets
     params = json.loads((out / "params.json").read_text())["params"]
     assert set(params) >= {"shape", "trait", "jaw_pose", "global_orient", "transl", "scale"}
     with pytest.raises(ParameterError, match="never overwritten"):
