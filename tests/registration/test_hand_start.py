@@ -65,11 +65,17 @@ def test_keypoints_from_the_bone_surface(hand, seed):
 
 
 def test_symmetric_bones_are_ambiguous(hand):
-    """Points on a sphere are no hand's bones: the start says it is ambiguous and the fit warns."""
+    """Points on a sphere are no hand's bones: the start says it is ambiguous (and the fit warns, below)."""
     gen = torch.Generator().manual_seed(2)
     sphere = torch.nn.functional.normalize(torch.randn(3000, 3, generator=gen, dtype=torch.float64), dim=-1) * 50.0
     found = search_hand_start(hand, sphere, rounds=1)
     assert found.ambiguous and found.chamfer_mm > 4.0  # far from any hand's bones
+
+
+@pytest.mark.slow  # ~30 s: the full search inside a (short) fit
+def test_ambiguous_start_warns_in_the_fit(hand):
+    gen = torch.Generator().manual_seed(2)
+    sphere = torch.nn.functional.normalize(torch.randn(3000, 3, generator=gen, dtype=torch.float64), dim=-1) * 50.0
     with pytest.warns(AmbiguousHandStartWarning, match="landmarks="):
         fit = fit_model_to_surfaces(hand, {"bones": sphere}, outer=1, inner=1, max_points=500)
     assert fit.hand_start is not None and fit.hand_start.ambiguous
