@@ -50,6 +50,8 @@ from .rigid import align_landmarks, icp, register_rigid
 __all__ = ["ModelFit", "fit_model_to_surfaces"]
 
 _COS_MAX = math.cos(math.radians(60.0))
+#: (mm) a hand fitted from its searched start farther than this from the bones on average warns
+_POOR_HAND_FIT_MM = 0.8
 _HAND_LEVELS = (("pro",), ("int",), ("dis",))  # bone-name prefixes of the finger levels, palm outwards
 # the hand keypoints each stage may use: those the bones fitted so far place (a flat template's finger
 # tips would turn the palm towards a flexed hand's tips)
@@ -292,7 +294,8 @@ def fit_model_to_surfaces(
         search_start: a hand with a ``bones`` target and fewer than 3 palm keypoints starts from the palm
             placement and finger angles that :func:`~anatomy.registration.hand_start.search_hand_start` finds
             on the bones (else from its rest pose, which leaves a posed hand's fingers on the wrong finger);
-            an ambiguous search warns (:class:`~anatomy.registration.hand_start.AmbiguousHandStartWarning`).
+            an ambiguous search, or such a fit ending farther than 0.8 mm from the bones on average, warns
+            (:class:`~anatomy.registration.hand_start.AmbiguousHandStartWarning`).
         seed: of the subsampling.
     """
     start_time = time.perf_counter()
@@ -355,6 +358,10 @@ def fit_model_to_surfaces(
     with torch.no_grad():
         out = solver.run(params)
     distances = {k: _plane_distance(out.tissue(k)[0], t) for k, t in tgt.items()}
+    if found is not None and float(distances["bones"].mean()) > _POOR_HAND_FIT_MM:
+        warnings.warn(f"the hand fitted from its searched start stays {float(distances['bones'].mean()):.2f} mm from "
+                      f"the bones on average (a good fit: about 0.1 mm): fingers are probably on the wrong finger; "
+                      f"pass the hand's keypoints (landmarks=).", AmbiguousHandStartWarning, stacklevel=2)
     return ModelFit(params, out, distances, log, time.perf_counter() - start_time, found)
 
 
