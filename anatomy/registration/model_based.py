@@ -50,8 +50,9 @@ from .rigid import align_landmarks, icp, register_rigid
 __all__ = ["ModelFit", "fit_model_to_surfaces"]
 
 _COS_MAX = math.cos(math.radians(60.0))
-#: (mm) a hand fitted from its searched start farther than this from the bones on average warns
-_POOR_HAND_FIT_MM = 0.8
+#: a hand fitted from its searched start that leaves more than this share of the scanned bone points farther than
+#: _UNCOVERED_MM from its bone vertices (a scanned finger without a model finger) warns
+_UNCOVERED_MM, _UNCOVERED_SHARE = 6.0, 0.01
 _HAND_LEVELS = (("pro",), ("int",), ("dis",))  # bone-name prefixes of the finger levels, palm outwards
 # the hand keypoints each stage may use: those the bones fitted so far place (a flat template's finger
 # tips would turn the palm towards a flexed hand's tips)
@@ -294,7 +295,7 @@ def fit_model_to_surfaces(
         search_start: a hand with a ``bones`` target and fewer than 3 palm keypoints starts from the palm
             placement and finger angles that :func:`~anatomy.registration.hand_start.search_hand_start` finds
             on the bones (else from its rest pose, which leaves a posed hand's fingers on the wrong finger);
-            an ambiguous search, or such a fit ending farther than 0.8 mm from the bones on average, warns
+            an ambiguous search, or such a fit leaving over 1 % of the bone points 6 mm from its bones, warns
             (:class:`~anatomy.registration.hand_start.AmbiguousHandStartWarning`).
         seed: of the subsampling.
     """
@@ -358,10 +359,13 @@ def fit_model_to_surfaces(
     with torch.no_grad():
         out = solver.run(params)
     distances = {k: _plane_distance(out.tissue(k)[0], t) for k, t in tgt.items()}
-    if found is not None and float(distances["bones"].mean()) > _POOR_HAND_FIT_MM:
-        warnings.warn(f"the hand fitted from its searched start stays {float(distances['bones'].mean()):.2f} mm from "
-                      f"the bones on average (a good fit: about 0.1 mm): fingers are probably on the wrong finger; "
-                      f"pass the hand's keypoints (landmarks=).", AmbiguousHandStartWarning, stacklevel=2)
+    if found is not None:
+        far, _ = cKDTree(out.tissue("bones")[0].numpy()).query(tgt["bones"].points.numpy())
+        share = float(np.mean(far > _UNCOVERED_MM))
+        if share > _UNCOVERED_SHARE:
+            warnings.warn(f"{100 * share:.1f} % of the scanned bone points lie farther than {_UNCOVERED_MM:g} mm from "
+                          f"the hand fitted from its searched start: a finger is probably on the wrong finger; pass "
+                          f"the hand's keypoints (landmarks=).", AmbiguousHandStartWarning, stacklevel=2)
     return ModelFit(params, out, distances, log, time.perf_counter() - start_time, found)
 
 
