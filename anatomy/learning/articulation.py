@@ -301,9 +301,9 @@ def learn_articulation(
             warmup: rounds of rest meshes and pose fits without correctives before them.
         support, regressor_support: non-zeros per vertex (skinning) and per joint (regressor).
         rigid_vertices: ``(V,)`` bool mask of the vertices of rigid tissue (the hand's bones; default none).
-            They get no pose correctives (else the correctives may stand in for a bone's rotation and the
-            poses fitted to new meshes drift), and the regressor only adds vertices from them (soft tissue
-            sliding around a joint would move the regressed joint with it).
+            They keep the base's skinning weights and get no pose correctives (else blends and correctives
+            may stand in for a bone's rotation and the poses fitted to new meshes drift), and the regressor
+            only adds vertices from them (soft tissue sliding around a joint would move the regressed joint).
         weight_ridge, corrective_ridge, regressor_ridge: ridge weights relative to each system's mean
             diagonal (weights and regressor rows pulled to the base's, correctives to zero).
         fit_vertices: vertices per joint (those it weighs most) in the pose fits; fit_steps: their iterations.
@@ -369,6 +369,8 @@ def learn_articulation(
         transforms = torch.cat([_transforms(rot[sl], joints[subj[sl]], tree, t[sl]) for sl in chunk_slices(n, chunk)])
         points = rest[subj] + torch.einsum("np,pvd->nvd", feats, basis)
         w = _fit_weights(y, points, transforms, sup, valid, prior, weight_ridge, chunk)
+        if allowed is not None:
+            w[allowed] = w0[allowed]  # rigid tissue keeps the base's skinning
         del points
         p, t, _ = fit_poses(y, rest[subj], joints[subj], w, parents, p, transl=t, free=free, pose_basis=basis,
                             feature_joints=feature_joints, vertex_ids=fit_ids, steps=fit_steps, anchored=anchored)
