@@ -230,13 +230,15 @@ def _fit_weights(meshes: torch.Tensor, points: torch.Tensor, transforms: torch.T
     return torch.zeros(v, prior.shape[1], dtype=torch.float64).scatter_add_(1, support, w)
 
 
-def _fit_regressor(rest: torch.Tensor, targets: torch.Tensor, base: torch.Tensor, k: int, ridge: float
-                   ) -> torch.Tensor:
-    """Sparse non-negative rows summing to 1 (``(J, V)``): the base row's vertices, then the rest vertices
-    nearest to the mean target, ``k`` in all, fitted to ``targets (S, J, 3)`` from ``rest (S, V, 3)``."""
+def _fit_regressor(rest: torch.Tensor, targets: torch.Tensor, base: torch.Tensor, k: int, ridge: float,
+                   allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Sparse non-negative rows summing to 1 (``(J, V)``): the base row's vertices, then the ``allowed`` rest
+    vertices nearest to the mean target, ``k`` in all, fitted to ``targets (S, J, 3)`` from ``rest (S, V, 3)``."""
     num_j, v = base.shape
     mean_rest = rest.mean(0)
     dist = torch.cdist(targets.mean(0), mean_rest)  # (J, V)
+    if allowed is not None:
+        dist = dist.masked_fill(~allowed, float("inf"))
     score = torch.where(base > 0, -1.0 - base, dist)
     _, support = score.topk(k, dim=1, largest=False)  # (J, k)
     x = rest[:, support]  # (S, J, k, 3)
@@ -279,7 +281,8 @@ def learn_articulation(
     meshes: Any, poses: Any, subjects: Any, template: torch.Tensor, weights: torch.Tensor, regressor: torch.Tensor,
     parents: Sequence[int], *, transl: Any = None, iterations: int = 3, inner: int = 3, warmup: int = 2,
     support: int = 4, weight_ridge: float = 1e-3, corrective_ridge: float = 1e-4, regressor_support: int = 8,
-    regressor_ridge: float = 1e-3, fit_vertices: int = 40, fit_steps: int = 5, chunk: int = 8, seed: int = 0,
+    regressor_ridge: float = 1e-3, rigid_vertices: Any = None, fit_vertices: int = 40, fit_steps: int = 5,
+    chunk: int = 8, seed: int = 0,
 ) -> Articulation:
     """Learn rest meshes, skinning weights, pose correctives, joint regressor and poses (module docs).
 
@@ -297,6 +300,10 @@ def learn_articulation(
         iterations: rounds of the alternation; inner: unposing / correctives / joints passes per round;
             warmup: rounds of rest meshes and pose fits without correctives before them.
         support, regressor_support: non-zeros per vertex (skinning) and per joint (regressor).
+        rigid_vertices: ``(V,)`` bool mask of the vertices of rigid tissue (the hand's bones; default none).
+            They keep the base's skinning weights and get no pose correctives (else blends and correctives
+            may stand in for a bone's rotation and the poses fitted to new meshes drift), and the regressor
+            only adds vertices from them (soft tissue sliding around a joint would move the regressed joint).
         weight_ridge, corrective_ridge, regressor_ridge: ridge weights relative to each system's mean
             diagonal (weights and regressor rows pulled to the base's, correctives to zero).
         fit_vertices: vertices per joint (those it weighs most) in the pose fits; fit_steps: their iterations.
@@ -307,6 +314,13 @@ def learn_articulation(
     y, p, subj, num_s = _check(meshes, poses, subjects, w0, r0, parents)
     n, v = y.shape[:2]
     num_j = len(parents)
+    allowed = None
+    if rigid_vertices is not None:
+        allowed = torch.as_tensor(rigid_vertices, dtype=torch.bool)
+        if allowed.shape != (v,) or int(allowed.sum()) < regressor_support:
+            raise ShapeError(f"rigid_vertices must be a ({v},) bool mask with at least regressor_support = "
+                             f"{regressor_support} vertices set; got {tuple(allowed.shape)} with "
+                             f"{int(allowed.sum())} set.")
     tree = KinematicTree.from_parents(parents)
     free = sorted({0} | {j for j in range(num_j) if bool(p[:, j].abs().sum() > 0)})
     feature_joints = tuple(j for j in free if j != 0)
@@ -341,6 +355,8 @@ def learn_articulation(
             joints = regress(rest)
     sup, valid, prior = _weight_support(w0, joints.mean(0), rest.mean(0), free, parents, support)
     mask = _feature_mask(sup, valid, feature_joints, parents)
+    if allowed is not None:
+        mask[allowed] = False  # rigid tissue: no correctives
     for _ in range(iterations):
         rot = axis_angle_to_matrix(p)
         feats = pose_features(rot, feature_joints)
@@ -353,6 +369,8 @@ def learn_articulation(
         transforms = torch.cat([_transforms(rot[sl], joints[subj[sl]], tree, t[sl]) for sl in chunk_slices(n, chunk)])
         points = rest[subj] + torch.einsum("np,pvd->nvd", feats, basis)
         w = _fit_weights(y, points, transforms, sup, valid, prior, weight_ridge, chunk)
+        if allowed is not None:
+            w[allowed] = w0[allowed]  # rigid tissue keeps the base's skinning
         del points
         p, t, _ = fit_poses(y, rest[subj], joints[subj], w, parents, p, transl=t, free=free, pose_basis=basis,
                             feature_joints=feature_joints, vertex_ids=fit_ids, steps=fit_steps, anchored=anchored)
@@ -361,7 +379,7 @@ def learn_articulation(
             err = [(posed_vertices(rest[subj[sl]], joints[subj[sl]], w, tree, rot[sl], t[sl], basis, feature_joints)[0]
                     - y[sl]).norm(dim=-1).mean(1) for sl in chunk_slices(n, chunk)]
         history.append(float(torch.cat(err).mean()))
-    reg = _fit_regressor(rest, regress(rest), r0, regressor_support, regressor_ridge)
+    reg = _fit_regressor(rest, regress(rest), r0, regressor_support, regressor_ridge, allowed)
     return Articulation(rest=rest, rest_joints=torch.einsum("jv,svd->sjd", reg, rest), weights=w, regressor=reg,
                         pose_basis=basis, feature_joints=feature_joints, poses=p, transl=t, subjects=subj,
                         history=history)

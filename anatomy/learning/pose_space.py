@@ -84,11 +84,11 @@ def pose_pca_coefficients(extras: dict[str, torch.Tensor], poses: Any) -> torch.
 
 def bulge_correctives(template: torch.Tensor, weights: torch.Tensor, joints: torch.Tensor, parents: list[int],
                       feature_joints: list[int], *, amplitude: float = 4.0, sigma: float = 10.0,
-                      seed: int = 0) -> torch.Tensor:
+                      seed: int = 0, rigid: torch.Tensor | None = None) -> torch.Tensor:
     """A synthetic pose-corrective basis ``(9 F, V, 3)`` (``ModelData.pose_basis`` convention): for feature
     joint ``j`` and entry ``e`` of ``R_j - I``, a bulge of ``amplitude`` mm along a random fixed direction,
     a Gaussian of ``sigma`` mm about the joint centre times the skinning weight of ``j`` and its parent
-    (so it stays on the two bones the joint bends)."""
+    (so it stays on the two bones the joint bends). Vertices of ``rigid (V,)`` (bool, e.g. the bones) get none."""
     w = (weights.to_dense() if weights.is_sparse else weights).double()
     x = template.double()
     g = torch.Generator().manual_seed(seed)
@@ -98,4 +98,6 @@ def bulge_correctives(template: torch.Tensor, weights: torch.Tensor, joints: tor
         bump = near * torch.exp(-(x - joints[j].double()).pow(2).sum(1) / (2 * sigma**2))
         d = torch.randn(9, 3, generator=g, dtype=torch.float64)
         basis[9 * i:9 * i + 9] = amplitude * bump[None, :, None] * (d / d.norm(dim=1, keepdim=True))[:, None]
+    if rigid is not None:
+        basis[:, torch.as_tensor(rigid, dtype=torch.bool)] = 0.0
     return basis
