@@ -47,9 +47,7 @@ def main() -> None:
     feats = [j for j in BONE_TO_JOINT if j != 0]
     joints0 = base.joint_regressor.to_dense().double() @ base.template.double()
     truth = copy.copy(base)
-    bones = next(t for t in base.tissues if t.name == "bones")
-    rigid = torch.zeros(base.num_vertices, dtype=torch.bool)
-    rigid[bones.start:bones.stop] = True
+    rigid = base.tissue_mask("bones")
     truth.pose_basis = bulge_correctives(base.template, base.skinning_weights, joints0, base.parents, feats,
                                          rigid=rigid).float()
     truth.pose_feature_joints = feats

@@ -89,3 +89,10 @@ class ModelData:
             if t.name == name:
                 return t
         raise KeyError(f"no tissue named {name!r}; this model has {[t.name for t in self.tissues]}")
+
+    def tissue_mask(self, name: str) -> torch.Tensor:
+        """``(V,)`` bool: the vertices of tissue ``name`` in the stacked vertex order."""
+        spec = self.tissue(name)
+        mask = torch.zeros(self.template.shape[0], dtype=torch.bool)
+        mask[spec.start:spec.stop] = True
+        return mask

@@ -182,12 +182,8 @@ def learn_posed_hand(
         raise ParameterError(f"a shape space needs posed registrations of at least 2 subjects; got {len(labels)}.")
     joint_poses = bone_poses.new_zeros(bone_poses.shape[0], base.num_joints, 3)
     joint_poses[:, list(BONE_TO_JOINT)] = bone_poses
-    if "rigid_vertices" not in options:  # bones: no correctives, and the joints regressed from them only
-        rigid = torch.zeros(base.template.shape[0], dtype=torch.bool)
-        for tissue in base.tissues:
-            if tissue.name == "bones":
-                rigid[tissue.start:tissue.stop] = True
-        options["rigid_vertices"] = rigid if bool(rigid.any()) else None
+    if "rigid_vertices" not in options and any(t.name == "bones" for t in base.tissues):
+        options["rigid_vertices"] = base.tissue_mask("bones")  # no correctives; the joints regressed from them
     art = learn_articulation(meshes, joint_poses, subj, base.template, base.skinning_weights, base.joint_regressor,
                              base.parents, transl=transl, iterations=iterations, **options)
     shape = fit_linear_space(art.rest, components=None if components is None else min(components, len(labels) - 1),

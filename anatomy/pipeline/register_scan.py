@@ -52,7 +52,8 @@ PARTIAL = ".partial"
 # it moves onto the surface without sliding along it (the fit's correspondence is the better one); pairs
 # farther than 1.5 x the median residual are down-weighted (Geman-McClure), so parts of the model the scan
 # misses (thin bones under the CT threshold) do not pull onto the nearest wrong surface: on the LUCY-like
-# CT skull 0.59 -> 0.55 mm, mandible 0.42 -> 0.35 mm (scale 3.0 before)
+# CT skull 0.59 -> 0.55 mm, mandible 0.42 -> 0.35 mm (scale 3.0 before; measured when the head's bones still
+# went through this step, see _FIT_ONLY)
 _ANCHORED = NonRigidWeights(landmark=0.5, robust_scale=1.5)
 # tissues that keep their model fit (no free-form step): on the head CTs the free-form step pulled the bones onto
 # bone the model lacks (LUCY-like CT seed 11 sub-000 after the second fit on targets.bones_by_model: skull 0.19 ->

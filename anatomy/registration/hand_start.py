@@ -32,6 +32,7 @@ from scipy.spatial.transform import Rotation
 
 from ..core.alignment import Similarity
 from ..core.errors import ParameterError, ShapeError
+from ..core.kinematics import Kinematics, KinematicTree, forward_kinematics
 from ..core.rotations import matrix_to_axis_angle
 from ..io.official_nimble import BONE_TO_JOINT, KEYPOINT_JOINTS
 from .rigid import icp
@@ -92,13 +93,8 @@ class _RigidHand:
         self.rows = row_of[layout.part_ids.cpu()]
         self.verts = rest.tissue("bones")[0].detach().cpu().to(dt)
         self.joints = rest.joints[0].detach().cpu().to(dt)
-        bone_joint = list(BONE_TO_JOINT)
-        parents = list(layer.tree.parents)
-        joint_bone = {j: b for b, j in enumerate(bone_joint)}
-        self.centre = self.joints[bone_joint]  # (20, 3): each bone's rotation centre
-        self.parent = [-1] + [joint_bone[parents[bone_joint[b]]] for b in range(1, len(names))]
-        # each joint's bone: a *_end joint (no bone of its own) moves with its parent's bone
-        self.joint_bone = [joint_bone.get(j, joint_bone.get(parents[j], 0)) for j in range(len(parents))]
+        self.tree = KinematicTree.from_parents(list(layer.tree.parents))
+        self.bone_joint = list(BONE_TO_JOINT)
         self.keypoint_joints = list(KEYPOINT_JOINTS)
         self.keypoint_names = list(layer.keypoint_names)
         self.limits = layer.joint_limits().to(dtype=dt)
@@ -111,37 +107,20 @@ class _RigidHand:
             ids.append(own[torch.randperm(len(own), generator=gen)[:count]])
         return torch.cat(ids)
 
-    def transforms(self, angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``angles (B, 20, 3)`` joint angles -> per bone ``A (B, 20, 3, 3)``, ``a (B, 20, 3)``: x -> A x + a
-        in the model's rest frame (the carpal fixed)."""
-        local = self.limits.rotations(angles)
-        batch = angles.shape[0]
-        mats: list[torch.Tensor] = []
-        offs: list[torch.Tensor] = []
-        for b in range(len(self.names)):
-            p = self.parent[b]
-            if p < 0:
-                mats.append(local[:, b])
-                offs.append(self.centre[b] - local[:, b] @ self.centre[b])
-                continue
-            mat = mats[p] @ local[:, b]
-            j = self.centre[b]
-            offs.append((mats[p] @ (j - local[:, b] @ j)[..., None])[..., 0] + offs[p])
-            mats.append(mat)
-        return torch.stack(mats, 1), torch.stack(offs, 1).reshape(batch, -1, 3)
+    def kinematics(self, angles: torch.Tensor) -> Kinematics:
+        """``angles (B, 20, 3)`` joint angles -> the posed tree in the model's rest frame (no global motion)."""
+        rot = torch.eye(3, dtype=angles.dtype).repeat(angles.shape[0], self.tree.num_joints, 1, 1)
+        rot[:, self.bone_joint] = self.limits.rotations(angles)
+        return forward_kinematics(rot, self.joints.expand(angles.shape[0], -1, -1), self.tree)
 
     def pose(self, angles: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Vertices ``ids`` of the bones posed by ``angles (B, 20, 3)``: ``(B, n, 3)`` in the rest frame."""
-        mat, off = self.transforms(angles)
-        rows = self.rows[ids]
-        return (mat[:, rows] @ self.verts[ids][None, :, :, None])[..., 0] + off[:, rows]
+        moves = self.kinematics(angles).transforms[:, self.bone_joint][:, self.rows[ids]]  # (B, n, 3, 4)
+        return (moves[..., :3] @ self.verts[ids][None, :, :, None])[..., 0] + moves[..., 3]
 
     def keypoints(self, angles: torch.Tensor) -> torch.Tensor:
         """``(21, 3)`` keypoints of one pose ``angles (1, 20, 3)`` in the rest frame."""
-        mat, off = self.transforms(angles)
-        bones = [self.joint_bone[j] for j in self.keypoint_joints]
-        pts = self.joints[self.keypoint_joints]
-        return (mat[0, bones] @ pts[..., None])[..., 0] + off[0, bones]
+        return self.kinematics(angles).positions[0, self.keypoint_joints]
 
 
 def _move(points: torch.Tensor, sim: Similarity) -> torch.Tensor:

@@ -94,16 +94,11 @@ class VolumetricWeights:
         if not (isinstance(self.max_normal_angle, int | float) and 0 < self.max_normal_angle <= 180):
             raise ParameterError(f"VolumetricWeights.max_normal_angle must be in (0, 180] degrees, "
                                  f"got {self.max_normal_angle!r}.")
-        if self.noise_reference is not None and (
-                isinstance(self.noise_reference, bool) or not isinstance(self.noise_reference, int | float)
-                or not math.isfinite(self.noise_reference) or self.noise_reference <= 0):
-            raise ParameterError(f"VolumetricWeights.noise_reference must be a positive number or None, "
-                                 f"got {self.noise_reference!r}.")
-        if self.robust_scale is not None and not (
-                isinstance(self.robust_scale, int | float) and math.isfinite(self.robust_scale)
-                and self.robust_scale > 0):
-            raise ParameterError(f"VolumetricWeights.robust_scale must be a positive number or None, "
-                                 f"got {self.robust_scale!r}.")
+        for name in ("robust_scale", "noise_reference"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not math.isfinite(value) or value <= 0):
+                raise ParameterError(f"VolumetricWeights.{name} must be a positive number or None, got {value!r}.")
 
 
 @dataclass(frozen=True)

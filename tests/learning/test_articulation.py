@@ -42,14 +42,9 @@ def _generator(base: anatomy.io.ModelData) -> anatomy.io.ModelData:
     joints = base.joint_regressor.to_dense().double() @ base.template.double()
     data = copy.copy(base)
     data.pose_basis = bulge_correctives(base.template, base.skinning_weights, joints, base.parents, feats,
-                                        rigid=_bones(base)).float()
+                                        rigid=base.tissue_mask("bones")).float()
     data.pose_feature_joints = feats
     return data
-
-
-def _bones(base: anatomy.io.ModelData) -> torch.Tensor:
-    bones = next(t for t in base.tissues if t.name == "bones")
-    return torch.arange(base.num_vertices).lt(bones.stop) & torch.arange(base.num_vertices).ge(bones.start)
 
 
 def _joints(bone_pose: torch.Tensor) -> torch.Tensor:
@@ -84,7 +79,7 @@ def setup() -> dict:
     train = index < TRAIN
     art = learn_articulation(out.vertices[train], noisy[train], sub[train], base.template, base.skinning_weights,
                              base.joint_regressor, base.parents, transl=tnoisy[train], iterations=2, fit_steps=4,
-                             rigid_vertices=_bones(base))
+                             rigid_vertices=base.tissue_mask("bones"))
     return {"base": base, "truth": truth, "art": art, "meshes": out.vertices, "joints": out.joints, "pose": truej,
             "noisy": noisy, "transl": transl, "tnoisy": tnoisy, "sub": sub, "train": train, "shape": shape}
 
@@ -269,7 +264,9 @@ def test_learn_model_takes_posed_hand_registrations(setup: dict) -> None:
     assert report["training_error_mm"][-1] < 0.2
     assert data.pose_basis is not None and data.pose_basis.shape == (72, base.num_vertices, 3)
     assert data.meta["provenance"]["learned"]["articulation"]["subjects"] == 2
-    bones = _bones(base)  # rigid: no correctives on the bones, the joints regressed from bone vertices only
+    bones = base.tissue_mask("bones")  # rigid: no correctives on the bones, joints regressed from bone vertices
+    spec = base.tissue("bones")
+    assert int(bones.sum()) == spec.stop - spec.start and bool(bones[spec.start:spec.stop].all())
     assert float(data.pose_basis[:, bones].abs().max()) == 0.0 and float(data.pose_basis[:, ~bones].abs().max()) > 0.1
     reg = data.joint_regressor.to_dense()
     assert bool((reg[:, ~bones] == 0).all()) and torch.allclose(reg.sum(1), torch.ones(25), atol=1e-5)
