@@ -159,7 +159,7 @@ def register_scan(
         # the bone targets judged by the first fit (anatomy.pipeline.targets.bones_by_model), then fitted again
         t1 = time.perf_counter()
         points = bones_by_model(points, {b: fitted.output.tissue(b)[0].detach() for b in ("skull", "mandible")})
-        fitted = fit_model_to_surfaces(layer, points, landmarks=landmarks, **dict(fit or {}))
+        fitted = fit_model_to_surfaces(layer, points, landmarks=landmarks, init=fitted, **dict(fit or {}))
         times["model_refit"] = time.perf_counter() - t1
     volumetric: dict[str, torch.Tensor] = {}
     if free_form and kind == "hand" and {"muscles", "skin"} <= set(points):
