@@ -11,9 +11,12 @@ moved rigidly (each bone by its joint's rotation about its rest joint centre, th
    proximal bone's two angles, then the middle's, then the distal's flexion): every angle on a grid inside the
    model's joint limits, scored by the truncated distance of the chain's bones posed so far to the bone points;
    a beam of the best few partial chains goes on to the next level.
-3. Each kept palm with its chains is scored by the two-way mean distance (chamfer) of all bones; the lowest
-   wins. When a palm turned by more than 30° scores within ``margin`` of it, or the best is far from the bones
-   (``poor_mm``), the start is ``ambiguous``.
+3. Each kept palm with its chains is scored by the two-way mean distance (chamfer) of all bones. The palm
+   alone is easily pulled along the fingers (its ICP sees the phalanges too) and then no finger reaches its own
+   finger, so the best is improved by a hill climb: the palm turned by ``climb_deg`` (coarse, then fine) about
+   each of its own axes, the fingers searched again from each turned palm; a lower chamfer is kept until none
+   is. The lowest wins. When a palm turned by more than 30° scores within ``margin`` of it, or the best is far
+   from the bones (``poor_mm``), the start is ``ambiguous``.
 
 :func:`estimate_hand_keypoints` gives the 21 keypoints of that start (a few mm from the true ones), for code
 that wants keypoints; :func:`~anatomy.registration.fit_model_to_surfaces` uses the start itself.
@@ -46,6 +49,7 @@ _STEP = 0.2  # rad: about the grid spacing of the searched angles
 _TRUNCATE_MM = 6.0  # the finger score counts a vertex at most this far from the bones
 _POINTS_PER_BONE = 40
 _PALM_POINTS, _TARGET_POINTS = 250, 3000
+_CLIMB_GAIN_MM = 0.02  # a turned palm is taken only when it lowers the chamfer by more than this
 
 
 class AmbiguousHandStartWarning(UserWarning):
@@ -246,6 +250,38 @@ def _fit_hand(hand: _RigidHand, sim: Similarity, target: np.ndarray, tree: cKDTr
     return _chamfer(moved.numpy(), target, tree), sim, angles
 
 
+def _turned(sim: Similarity, centre: torch.Tensor, deg: float) -> list[Similarity]:
+    """``sim`` turned by ``+-deg`` about each of its own (the rest palm's) axes through the world point
+    ``centre``: six placements."""
+    out = []
+    for axis in range(3):
+        for sign in (-1.0, 1.0):
+            vec = torch.zeros(3, dtype=torch.float64)
+            vec[axis] = sign * math.radians(deg)
+            turn = sim.rotation @ torch.from_numpy(Rotation.from_rotvec(vec.numpy()).as_matrix()) @ sim.rotation.T
+            out.append(Similarity(turn @ sim.rotation, turn @ (sim.translation - centre) + centre, sim.scale))
+    return out
+
+
+def _climb(hand: _RigidHand, start: tuple[float, Similarity, torch.Tensor], target: np.ndarray, tree: cKDTree,
+           ids: torch.Tensor, palm_ids: torch.Tensor, gen: torch.Generator, beam: int,
+           degrees: tuple[float, ...]) -> tuple[float, Similarity, torch.Tensor]:
+    """The start ``(chamfer, similarity, angles)`` improved by turning its palm (see the module text): at each
+    step of ``degrees`` the best of the six turned palms (each with one finger search) replaces the start while
+    it lowers the chamfer."""
+    best = start
+    for deg in degrees:
+        while True:
+            centre = _move(hand.verts[palm_ids], best[1]).mean(0)
+            tries = [_fit_hand(hand, sim, target, tree, ids, gen, beam, 1, False) for sim in
+                     _turned(best[1], centre, deg)]
+            better = min(tries, key=lambda s: s[0])
+            if better[0] >= best[0] - _CLIMB_GAIN_MM:
+                break
+            best = better
+    return best
+
+
 def _chamfer(moved: np.ndarray, target: np.ndarray, tree: cKDTree) -> float:
     there, _ = tree.query(moved)
     back, _ = cKDTree(moved).query(target)
@@ -253,7 +289,8 @@ def _chamfer(moved: np.ndarray, target: np.ndarray, tree: cKDTree) -> float:
 
 
 def search_hand_start(layer: Any, bones: Any, *, palms: int = 6, beam: int = 6, rounds: int = 3,
-                      margin: float = 0.25, poor_mm: float = 4.0, seed: int = 0) -> HandStart:
+                      climb_deg: tuple[float, ...] = (25.0, 12.0), margin: float = 0.25, poor_mm: float = 4.0,
+                      seed: int = 0) -> HandStart:
     """Search the palm placement and finger angles of the hand layer ``layer`` on the scanned bone points.
 
     Args:
@@ -262,6 +299,7 @@ def search_hand_start(layer: Any, bones: Any, *, palms: int = 6, beam: int = 6, 
         palms: palm placements tried with one finger search each; the best two get ``rounds - 1`` more.
         beam: partial finger chains kept per level.
         rounds: finger searches of the best palms, each followed by a similarity ICP of the whole posed hand.
+        climb_deg: (degrees) the steps of the best start's palm hill climb, coarse to fine; ``()`` skips it.
         margin: (mm) a start with a palm turned more than 30° whose chamfer is within this of the best makes
             the result ``ambiguous``.
         poor_mm: a best start farther than this (two-way mean distance, mm) from the bones is ``ambiguous`` too
@@ -273,6 +311,9 @@ def search_hand_start(layer: Any, bones: Any, *, palms: int = 6, beam: int = 6, 
         raise ShapeError(f"bones must be (N, 3) points with N >= 100, got {pts.shape}.")
     if not np.isfinite(pts).all():
         raise ParameterError("bones hold NaN or inf coordinates; drop them first.")
+    if any(not 0.0 < float(d) < 90.0 for d in climb_deg):
+        raise ParameterError(f"climb_deg must hold angles in (0, 90) degrees, got {tuple(climb_deg)}; () skips "
+                             f"the climb.")
     gen = torch.Generator().manual_seed(seed)
     hand = _RigidHand(layer)
     target = pts[torch.randperm(len(pts), generator=gen)[:_TARGET_POINTS].numpy()]
@@ -281,6 +322,9 @@ def search_hand_start(layer: Any, bones: Any, *, palms: int = 6, beam: int = 6, 
     starts = [_fit_hand(hand, palm.transform, target, tree, all_ids, gen, beam, 1, False) for palm in
               _palm_candidates(hand, target, gen, palms)]
     starts.sort(key=lambda s: s[0])
+    if climb_deg:
+        palm_ids = hand.sample([hand.names.index(n) for n in _PALM], _POINTS_PER_BONE, gen)
+        starts[0] = _climb(hand, starts[0], target, tree, all_ids, palm_ids, gen, beam, tuple(climb_deg))
     # the best two palms go on for the remaining rounds, the fingers also moved in neighbouring pairs
     starts = [_fit_hand(hand, sim, target, tree, all_ids, gen, beam, rounds - 1, True) if i < 2 and rounds > 1 else
               (chamfer, sim, angles) for i, (chamfer, sim, angles) in enumerate(starts)]

@@ -53,6 +53,7 @@ _COS_MAX = math.cos(math.radians(60.0))
 #: a hand fitted from its searched start that leaves more than this share of the scanned bone points farther than
 #: _UNCOVERED_MM from its bone vertices (a scanned finger without a model finger) warns
 _UNCOVERED_MM, _UNCOVERED_SHARE = 6.0, 0.01
+_HAND_RETRIES = 2  # such a fit is redone from up to this many of the search's other starts; the best coverage kept
 _HAND_LEVELS = (("pro",), ("int",), ("dis",))  # bone-name prefixes of the finger levels, palm outwards
 # the hand keypoints each stage may use: those the bones fitted so far place (a flat template's finger
 # tips would turn the palm towards a flexed hand's tips)
@@ -369,8 +370,44 @@ def fit_model_to_surfaces(
     samples = {k: surface[k][torch.randperm(len(surface[k]), generator=gen)[:max_points]] for k in tgt}
     rims = {k: _rim_vertices(faces[k], mean.tissue(k).shape[1]) for k in tgt}
     part_rows = _bone_rows(solver.layer, mean) if kind == "hand" and "bones" in tgt else {}
-    log: list[tuple[str, float]] = []
     stages = _stages(solver.layer, kind, outer) if init is None else [("all", None, outer)]
+    run = functools.partial(_run_stages, solver, stages, tgt, faces, samples, rims, part_rows, reject_mm, inner)
+    log = run()
+    params = {k: v.detach().clone() for k, v in solver.variables.kwargs().items()}
+    with torch.no_grad():
+        out = solver.run(params)
+    if found is not None:
+        # a fit leaving scanned bone points uncovered has a finger on the wrong finger: refit from the next
+        # clearly different starts and keep the fit that covers the bones best
+        share = _uncovered(out, tgt["bones"])
+        for other in found.others[:_HAND_RETRIES]:
+            if share <= _UNCOVERED_SHARE:
+                break
+            solver.variables = _Vars(solver.layer, other.similarity, kind, other.pose)
+            other_log = run()
+            other_params = {k: v.detach().clone() for k, v in solver.variables.kwargs().items()}
+            with torch.no_grad():
+                other_out = solver.run(other_params)
+            other_share = _uncovered(other_out, tgt["bones"])
+            log += other_log
+            if other_share < share:
+                share, params, out = other_share, other_params, other_out
+                found = HandStart(other.similarity, other.pose, other.keypoints, other.chamfer_mm,
+                                  found.runner_up_mm, found.ambiguous, found.others)
+        if share > _UNCOVERED_SHARE:
+            warnings.warn(f"{100 * share:.1f} % of the scanned bone points lie farther than {_UNCOVERED_MM:g} mm from "
+                          f"the hand fitted from its searched start: a finger is probably on the wrong finger; pass "
+                          f"the hand's keypoints (landmarks=).", AmbiguousHandStartWarning, stacklevel=2)
+    distances = {k: _plane_distance(out.tissue(k)[0], t) for k, t in tgt.items()}
+    return ModelFit(params, out, distances, log, time.perf_counter() - start_time, found)
+
+
+def _run_stages(solver: _Solver, stages: Sequence[tuple[str, torch.Tensor | None, int]], tgt: Mapping[str, _Target],
+                faces: Mapping[str, torch.Tensor], samples: Mapping[str, torch.Tensor],
+                rims: Mapping[str, torch.Tensor], part_rows: Mapping[str, torch.Tensor], reject_mm: float,
+                inner: int) -> list[tuple[str, float]]:
+    """Run the stages from ``solver.variables`` (changed in place); the log ``(stage, mean pair mm)``."""
+    log: list[tuple[str, float]] = []
     for stage, rows, n_outer in stages:
         if rows is None or stage == "all" or not part_rows:
             rows = None
@@ -386,18 +423,13 @@ def fit_model_to_surfaces(
             _lbfgs(free, functools.partial(solver.loss, pairs, stage), inner)
         if hook is not None:
             hook.remove()
-    params = {k: v.detach().clone() for k, v in solver.variables.kwargs().items()}
-    with torch.no_grad():
-        out = solver.run(params)
-    distances = {k: _plane_distance(out.tissue(k)[0], t) for k, t in tgt.items()}
-    if found is not None:
-        far, _ = cKDTree(out.tissue("bones")[0].numpy()).query(tgt["bones"].points.numpy())
-        share = float(np.mean(far > _UNCOVERED_MM))
-        if share > _UNCOVERED_SHARE:
-            warnings.warn(f"{100 * share:.1f} % of the scanned bone points lie farther than {_UNCOVERED_MM:g} mm from "
-                          f"the hand fitted from its searched start: a finger is probably on the wrong finger; pass "
-                          f"the hand's keypoints (landmarks=).", AmbiguousHandStartWarning, stacklevel=2)
-    return ModelFit(params, out, distances, log, time.perf_counter() - start_time, found)
+    return log
+
+
+def _uncovered(out: ModelOutput, bones: _Target) -> float:
+    """The share of the scanned bone points farther than ``_UNCOVERED_MM`` from the fitted bone vertices."""
+    far, _ = cKDTree(out.tissue("bones")[0].detach().numpy()).query(bones.points.numpy())
+    return float(np.mean(far > _UNCOVERED_MM))
 
 
 def _plane_distance(verts: torch.Tensor, target: _Target) -> torch.Tensor:
