@@ -11,7 +11,8 @@ the start's keypoints and the seconds; then the mean and worst over the cases.
 ``--phantom`` also registers the MRI-Hand-like phantom of ``benchmarks/registration_scans.py`` (label map,
 elastic soft tissue, whole pipeline) with and without its keypoints.
 
-Run: ``OMP_NUM_THREADS=1 nice -n 10 python benchmarks/registration_hand_start.py [--cases 5] [--rest] [--phantom]``.
+Run: ``OMP_NUM_THREADS=1 nice -n 10 python benchmarks/registration_hand_start.py [--cases 5] [--first 0] [--rest]
+[--phantom]``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def phantom(data: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=5)
+    parser.add_argument("--first", type=int, default=0, help="seed of the first case")
     parser.add_argument("--rest", action="store_true", help="also fit without keypoints from the rest pose")
     parser.add_argument("--phantom", action="store_true", help="also register the MRI-Hand-like phantom")
     parser.add_argument("--data", type=Path, default=Path(__file__).parent / "_data")
@@ -89,7 +91,7 @@ def main() -> None:
     ways = {"keypoints": {}, "searched": {}, **({"rest": {"search_start": False}} if args.rest else {})}
     rows: dict[str, list[dict[str, float]]] = {w: [] for w in ways}
     print(f"{'case':<5}{'fit':<11}" + "".join(f"{t:>9}" for t in TISSUES) + f"{'start kp':>10}{'warned':>8}{'s':>6}")
-    for seed in range(args.cases):
+    for seed in range(args.first, args.first + args.cases):
         truth, targets = make_case(hand, seed)
         for way, options in ways.items():
             if way == "keypoints":

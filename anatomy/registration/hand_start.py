@@ -50,6 +50,7 @@ _TRUNCATE_MM = 6.0  # the finger score counts a vertex at most this far from the
 _POINTS_PER_BONE = 40
 _PALM_POINTS, _TARGET_POINTS = 250, 3000
 _CLIMB_GAIN_MM = 0.02  # a turned palm is taken only when it lowers the chamfer by more than this
+_CLIMB_STEPS = 5  # turned palms taken at most per step size
 
 
 class AmbiguousHandStartWarning(UserWarning):
@@ -268,10 +269,10 @@ def _climb(hand: _RigidHand, start: tuple[float, Similarity, torch.Tensor], targ
            degrees: tuple[float, ...]) -> tuple[float, Similarity, torch.Tensor]:
     """The start ``(chamfer, similarity, angles)`` improved by turning its palm (see the module text): at each
     step of ``degrees`` the best of the six turned palms (each with one finger search) replaces the start while
-    it lowers the chamfer."""
+    it lowers the chamfer (at most ``_CLIMB_STEPS`` times)."""
     best = start
     for deg in degrees:
-        while True:
+        for _ in range(_CLIMB_STEPS):
             centre = _move(hand.verts[palm_ids], best[1]).mean(0)
             tries = [_fit_hand(hand, sim, target, tree, ids, gen, beam, 1, False) for sim in
                      _turned(best[1], centre, deg)]

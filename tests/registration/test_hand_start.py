@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import anatomy
+from anatomy.core.alignment import Similarity
 from anatomy.core.errors import ParameterError, ShapeError
 from anatomy.core.rotations import matrix_to_axis_angle
 from anatomy.fitting.synthetic import random_rigid
@@ -16,6 +17,8 @@ from anatomy.registration import fit_model_to_surfaces
 from anatomy.registration.hand_start import (
     AmbiguousHandStartWarning,
     _RigidHand,
+    _turn_deg,
+    _turned,
     estimate_hand_keypoints,
     search_hand_start,
 )
@@ -68,7 +71,7 @@ def test_symmetric_bones_are_ambiguous(hand):
     """Points on a sphere are no hand's bones: the start says it is ambiguous (and the fit warns, below)."""
     gen = torch.Generator().manual_seed(2)
     sphere = torch.nn.functional.normalize(torch.randn(3000, 3, generator=gen, dtype=torch.float64), dim=-1) * 50.0
-    found = search_hand_start(hand, sphere, rounds=1)
+    found = search_hand_start(hand, sphere, rounds=1, climb_deg=())
     assert found.ambiguous and found.chamfer_mm > 4.0  # far from any hand's bones
 
 
@@ -91,3 +94,38 @@ def test_bad_input(hand):
         search_hand_start(hand, bad)
     with pytest.raises(ParameterError, match="keypoints"):
         search_hand_start(anatomy.Sculptor(), pts)
+
+
+def test_turned_palms_keep_the_centre(hand):
+    """The climb's six placements: each the start turned by exactly ``deg`` about one of its own axes, the
+    palm centre fixed, the scale kept."""
+    gen = torch.Generator().manual_seed(3)
+    rot, trans = random_rigid(1, generator=gen, max_angle=math.pi, spread=50.0)
+    sim = Similarity(rot[0].double(), trans[0].double(), torch.tensor(1.07, dtype=torch.float64))
+    centre = torch.tensor([5.0, -20.0, 40.0], dtype=torch.float64)
+    turned = _turned(sim, centre, 25.0)
+    assert len(turned) == 6
+    for i, t in enumerate(turned):
+        assert _turn_deg(sim, t) == pytest.approx(25.0, abs=1e-6)
+        assert torch.allclose(t.rotation @ t.rotation.T, torch.eye(3, dtype=torch.float64), atol=1e-12)
+        assert torch.allclose(t.apply(sim.inverse().apply(centre[None])), centre[None], atol=1e-9)
+        # the turn is about the rest palm's own axis i // 2: that axis, moved by sim and by t, stays the same
+        axis = torch.zeros(3, dtype=torch.float64)
+        axis[i // 2] = 1.0
+        assert torch.allclose(t.rotation @ axis, sim.rotation @ axis, atol=1e-9)
+        assert float(t.scale) == pytest.approx(1.07)
+
+
+@pytest.mark.slow  # ~30 s (one thread): the whole search
+def test_search_recovers_the_benchmarks_failed_case(hand):
+    """Benchmark case 2 (``benchmarks/registration_hand_start.py``) ended with the ring and little fingers on
+    the wrong fingers: its best palm was turned ~36° along the fingers. The palm climb finds every fingertip
+    within 10 mm of the truth."""
+    gen = torch.Generator().manual_seed(2)
+    rot, trans = random_rigid(1, generator=gen, max_angle=math.pi)
+    out = hand(pose=hand.sample_pose(1, generator=gen), shape=0.5 * torch.randn(1, 10, generator=gen,
+               dtype=torch.float64), global_orient=matrix_to_axis_angle(rot.double()), transl=trans.double())
+    pts, _ = sample_surface(out.tissue("bones")[0], out.faces("bones"), 12000, generator=gen)
+    found = search_hand_start(hand, pts)
+    est = torch.as_tensor(np.stack([found.keypoints[k] for k in hand.keypoint_names]))
+    assert float((est - out.keypoints[0])[_TIPS].norm(dim=-1).max()) < 10.0

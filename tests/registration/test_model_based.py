@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
 import anatomy
+import anatomy.registration.model_based as model_based
+from anatomy.core.alignment import Similarity
 from anatomy.core.errors import ParameterError, ShapeError
+from anatomy.core.rotations import axis_angle_to_matrix
 from anatomy.registration import fit_model_to_surfaces
+from anatomy.registration.hand_start import AmbiguousHandStartWarning, HandStart
 from anatomy.registration.nonrigid import sample_surface
 
 
@@ -98,3 +104,45 @@ def test_posed_hand_without_keypoints(hand):
         err = (fit.output.tissue(name)[0] - gt.tissue(name)[0]).norm(dim=-1).mean()
         assert err < tol, (name, float(err))
     assert float((fit.output.keypoints[0] - gt.keypoints[0]).norm(dim=-1).max()) < 2.0
+
+
+def _hand_starts(hand, gen):
+    """A posed, turned hand and two starts for it: the true one and its palm turned over (the fingers bending
+    the wrong way: a start that no local fit recovers from)."""
+    dt = torch.float64
+    orient = torch.tensor([[0.4, -1.1, 0.7]], dtype=dt)
+    truth = dict(pose=hand.sample_pose(1, generator=gen), global_orient=orient,
+                 transl=torch.tensor([[12.0, -4.0, 30.0]], dtype=dt))
+    gt = hand(**truth)
+    root = hand().joints[0, 0].detach()
+    rot = axis_angle_to_matrix(orient)[0]
+    one = torch.tensor(1.0, dtype=dt)
+    right_sim = Similarity(rot, truth["transl"][0] + root - rot @ root, one)
+    keys = dict(zip(hand.keypoint_names, gt.keypoints[0].numpy()))
+    right = HandStart(right_sim, truth["pose"][0], keys, 0.0, float("inf"), False, [])
+    flip = rot @ axis_angle_to_matrix(torch.tensor([0.0, 3.14159, 0.0], dtype=dt))  # about the model's y axis
+    centre = gt.tissue("bones")[0].mean(0)
+    wrong_sim = Similarity(flip, centre - flip @ hand().tissue("bones")[0].detach().mean(0), one)
+    wrong = HandStart(wrong_sim, truth["pose"][0], keys, 0.0, float("inf"), False, [])
+    return gt, right, wrong
+
+
+@pytest.mark.parametrize("retry", [False, True])
+def test_hand_fit_from_a_wrong_start_retries_or_warns(hand, monkeypatch, retry):
+    """A fit from a wrong start leaves scanned bone points uncovered: it is redone from the search's next start
+    (here the true one) and comes back to the truth; with no other start it warns."""
+    gen = torch.Generator().manual_seed(4)
+    gt, right, wrong = _hand_starts(hand, gen)
+    wrong.others = [right] if retry else []
+    monkeypatch.setattr(model_based, "search_hand_start", lambda *args, **kw: wrong)
+    targets = _targets(gt, ("bones",), gen, count=4000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fit_model_to_surfaces(hand, targets, outer=3, max_points=2000)
+    warned = [w for w in caught if issubclass(w.category, AmbiguousHandStartWarning)]
+    err = float((fit.output.tissue("bones")[0] - gt.tissue("bones")[0]).norm(dim=-1).mean())
+    if retry:
+        assert not warned and err < 0.5, err
+        assert fit.hand_start is not None and fit.hand_start.similarity is right.similarity
+    else:
+        assert warned and "wrong finger" in str(warned[0].message) and err > 3.0, err
