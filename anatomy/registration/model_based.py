@@ -70,7 +70,8 @@ class ModelFit:
     them; ``distances``: per tissue, the distance (mm) of every fitted vertex to the target surface (to the
     tangent plane of its nearest target point);
     ``log``: ``(stage, mean pair distance mm)`` per outer iteration; ``seconds``: wall time;
-    ``hand_start``: the searched start of a hand fitted without keypoints (else ``None``).
+    ``hand_start``: the searched start of a hand fitted without keypoints that the returned fit came from
+    (else ``None``).
     """
 
     params: dict[str, torch.Tensor]
@@ -315,9 +316,11 @@ def fit_model_to_surfaces(
             ``landmark_weight`` (per mm^2 of mean squared distance).
         search_start: a hand with a ``bones`` target and fewer than 3 palm keypoints starts from the palm
             placement and finger angles that :func:`~anatomy.registration.hand_start.search_hand_start` finds
-            on the bones (else from its rest pose, which leaves a posed hand's fingers on the wrong finger);
-            an ambiguous search, or such a fit leaving over 1 % of the bone points 6 mm from its bones, warns
-            (:class:`~anatomy.registration.hand_start.AmbiguousHandStartWarning`).
+            on the bones (else from its rest pose, which leaves a posed hand's fingers on the wrong finger).
+            A fit from it that leaves over 1 % of the bone points 6 mm from its bones (a finger on the wrong
+            finger) is redone from up to two of the search's other starts (``HandStart.others``) and the fit
+            covering the bones best is kept; an ambiguous search, or a kept fit still leaving them uncovered,
+            warns (:class:`~anatomy.registration.hand_start.AmbiguousHandStartWarning`).
         init: warm start from an earlier fit of this layer (a :class:`ModelFit` or its ``params``): no start
             search and no early stages, only ``outer`` iterations of the final stage (everything free). For
             a refit on cleaned-up targets; the head CT registration's second fit costs a third of the first.
