@@ -376,9 +376,7 @@ def fit_model_to_surfaces(
     stages = _stages(solver.layer, kind, outer) if init is None else [("all", None, outer)]
     run = functools.partial(_run_stages, solver, stages, tgt, faces, samples, rims, part_rows, reject_mm, inner)
     log = run()
-    params = {k: v.detach().clone() for k, v in solver.variables.kwargs().items()}
-    with torch.no_grad():
-        out = solver.run(params)
+    params, out = solver.result()
     if found is not None:
         # a fit leaving scanned bone points uncovered has a finger on the wrong finger: refit from the next
         # clearly different starts and keep the fit that covers the bones best
@@ -388,9 +386,7 @@ def fit_model_to_surfaces(
                 break
             solver.variables = _Vars(solver.layer, other.similarity, kind, other.pose)
             other_log = run()
-            other_params = {k: v.detach().clone() for k, v in solver.variables.kwargs().items()}
-            with torch.no_grad():
-                other_out = solver.run(other_params)
+            other_params, other_out = solver.result()
             other_share = _uncovered(other_out, tgt["bones"])
             log += other_log
             if other_share < share:
@@ -479,6 +475,12 @@ class _Solver:
 
     def run(self, kw: dict[str, torch.Tensor]) -> ModelOutput:
         return self.layer(**kw, jaw_range="ignore") if self.kind == "head" else self.layer(**kw)
+
+    def result(self) -> tuple[dict[str, torch.Tensor], ModelOutput]:
+        """The current parameters (detached copies) and the layer's output for them."""
+        params = {k: v.detach().clone() for k, v in self.variables.kwargs().items()}
+        with torch.no_grad():
+            return params, self.run(params)
 
     def freeze_pose_rows(self, stage: str, rows: torch.Tensor | None) -> Any:
         """Pose rows outside ``rows`` (and row 0, the carpal bone, which ``global_orient`` turns) keep
