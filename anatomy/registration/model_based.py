@@ -29,7 +29,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -385,14 +385,13 @@ def fit_model_to_surfaces(
             if share <= _UNCOVERED_SHARE:
                 break
             solver.variables = _Vars(solver.layer, other.similarity, kind, other.pose)
-            other_log = run()
+            log += run()
             other_params, other_out = solver.result()
             other_share = _uncovered(other_out, tgt["bones"])
-            log += other_log
-            if other_share < share:
+            if other_share < share:  # the search's verdict (runner-up, ambiguity, other starts) stays
                 share, params, out = other_share, other_params, other_out
-                found = HandStart(other.similarity, other.pose, other.keypoints, other.chamfer_mm,
-                                  found.runner_up_mm, found.ambiguous, found.others)
+                found = replace(other, runner_up_mm=found.runner_up_mm, ambiguous=found.ambiguous,
+                                 others=found.others)
         if share > _UNCOVERED_SHARE:
             warnings.warn(f"{100 * share:.1f} % of the scanned bone points lie farther than {_UNCOVERED_MM:g} mm from "
                           f"the hand fitted from its searched start: a finger is probably on the wrong finger; pass "
